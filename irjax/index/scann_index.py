@@ -1,0 +1,201 @@
+"""Approximate search with ScaNN (partitioning tree + anisotropic asymmetric hashing + exact
+reordering), with parameters derived from the corpus size so callers rarely need to tune them.
+
+Parameter plan (`plan_scann`), for n vectors:
+  * n < brute_force_below (default 4,096): exact float32 brute force. A sqrt(n) tree would have
+    fewer than 64 leaves of ~64 points each; k-means on so little data is noisy, and scanning a
+    few thousand vectors costs microseconds anyway. (ScaNN's docs suggest brute force below ~20k;
+    we switch at 4k because with the search budget below the tree already reaches >0.95 recall
+    at 5k while scoring well under half the corpus.)
+  * otherwise a tree with num_leaves = round(sqrt(n)) (ScaNN's rule of thumb), capped so leaves
+    average at least 50 points. leaves_to_search = 15% of the leaves, raised if needed so that at
+    least ~2,048 points are scored per query: small trees are coarse relative to the data's
+    clusters, and scoring 2k points is cheap in absolute terms. Measured recall@10 on clustered
+    unit vectors (d=64): 0.98 at 5k (30 of 71 leaves), 0.997 at 20k (22 of 141 leaves); at 1M this
+    searches 150 of 1,000 leaves. Weakly clustered data is harder (~0.88 with 1,000 clusters at
+    20k): raise search_fraction or leaves_to_search there.
+  * AH with 2 dimensions per block and anisotropic threshold 0.2 (ScaNN's recommendation for
+    normalised inner-product data), trained on up to 100k vectors, then the best
+    max(100, k) candidates are rescored exactly.
+Queries whose searched leaves hold fewer than k points (possible only for large k) are re-run
+over all leaves, so every result row is complete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scann
+
+from irjax.index.base import Index, IndexIntegrityError, register_index
+
+SCANN_DIR = "scann"
+MODES = ("auto", "tree", "brute_force")
+_MIN_POINTS_PER_LEAF = 50
+_MIN_POINTS_TO_SEARCH = 2048
+_MAX_TRAINING_SAMPLE = 100_000
+_PARALLEL_BATCH = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class ScannPlan:
+    """Concrete ScaNN parameters for one corpus."""
+
+    mode: str  # "tree" or "brute_force"
+    num_leaves: int = 0
+    leaves_to_search: int = 0
+    reorder_num_neighbors: int = 0
+    training_sample_size: int = 0
+
+
+def plan_scann(count: int, mode: str = "auto", num_leaves: int | None = None,
+               leaves_to_search: int | None = None, reorder_num_neighbors: int = 100,
+               search_fraction: float = 0.15, brute_force_below: int = 4096) -> ScannPlan:
+    """Chooses tree/AH/reorder parameters for `count` vectors (see the module docstring)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown ScaNN mode {mode!r}; choose one of {list(MODES)}")
+    if mode == "auto":
+        mode = "brute_force" if count < brute_force_below else "tree"
+    if mode == "brute_force":
+        return ScannPlan(mode="brute_force")
+    if count < 2:
+        raise ValueError(f"a ScaNN tree needs at least 2 vectors, got {count}; "
+                         "use mode='brute_force'")
+    if num_leaves is None:
+        num_leaves = max(2, min(round(math.sqrt(count)), count // _MIN_POINTS_PER_LEAF))
+    if not 2 <= num_leaves <= count:
+        raise ValueError(f"num_leaves must be between 2 and the corpus size {count}, "
+                         f"got {num_leaves}")
+    if leaves_to_search is None:
+        leaves_to_search = max(math.ceil(search_fraction * num_leaves),
+                               math.ceil(_MIN_POINTS_TO_SEARCH * num_leaves / count))
+        leaves_to_search = min(leaves_to_search, num_leaves)
+    if not 1 <= leaves_to_search <= num_leaves:
+        raise ValueError(f"leaves_to_search must be between 1 and num_leaves={num_leaves}, got "
+                         f"{leaves_to_search}")
+    return ScannPlan(mode="tree", num_leaves=num_leaves, leaves_to_search=leaves_to_search,
+                     reorder_num_neighbors=reorder_num_neighbors,
+                     training_sample_size=min(count, _MAX_TRAINING_SAMPLE))
+
+
+@register_index
+class ScannIndex(Index):
+    """ScaNN searcher; `mode='auto'` picks brute force or a tree from the corpus size."""
+
+    kind = "scann"
+    required_files = (f"{SCANN_DIR}/scann_assets.pbtxt", f"{SCANN_DIR}/dataset.npy")
+
+    def __init__(self, metric: str = "dot", mode: str = "auto", num_leaves: int | None = None,
+                 leaves_to_search: int | None = None, reorder_num_neighbors: int = 100,
+                 search_fraction: float = 0.15, brute_force_below: int = 4096,
+                 dimensions_per_block: int = 2, anisotropic_threshold: float = 0.2) -> None:
+        super().__init__(metric)
+        if mode not in MODES:
+            raise ValueError(f"unknown ScaNN mode {mode!r}; choose one of {list(MODES)}")
+        if not 0 < search_fraction <= 1:
+            raise ValueError(f"search_fraction must be in (0, 1], got {search_fraction}")
+        for name, value in (("reorder_num_neighbors", reorder_num_neighbors),
+                            ("dimensions_per_block", dimensions_per_block),
+                            ("brute_force_below", brute_force_below)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.mode = mode
+        self.num_leaves = num_leaves
+        self.leaves_to_search = leaves_to_search
+        self.reorder_num_neighbors = reorder_num_neighbors
+        self.search_fraction = search_fraction
+        self.brute_force_below = brute_force_below
+        self.dimensions_per_block = dimensions_per_block
+        self.anisotropic_threshold = anisotropic_threshold
+        self.plan: ScannPlan | None = None
+        self._searcher: Any = None
+
+    def options(self) -> dict[str, Any]:
+        return {"mode": self.mode, "num_leaves": self.num_leaves,
+                "leaves_to_search": self.leaves_to_search,
+                "reorder_num_neighbors": self.reorder_num_neighbors,
+                "search_fraction": self.search_fraction,
+                "brute_force_below": self.brute_force_below,
+                "dimensions_per_block": self.dimensions_per_block,
+                "anisotropic_threshold": self.anisotropic_threshold}
+
+    def build_params(self) -> dict[str, Any]:
+        assert self.plan is not None
+        return dataclasses.asdict(self.plan)
+
+    def _build(self, vectors: np.ndarray) -> None:
+        plan = plan_scann(len(vectors), self.mode, self.num_leaves, self.leaves_to_search,
+                          self.reorder_num_neighbors, self.search_fraction,
+                          self.brute_force_below)
+        # num_neighbors is only the default; every search passes its own k.
+        builder = scann.scann_ops_pybind.builder(vectors, 10, "dot_product")
+        if plan.mode == "brute_force":
+            builder = builder.score_brute_force()
+        else:
+            builder = builder.tree(num_leaves=plan.num_leaves,
+                                   num_leaves_to_search=plan.leaves_to_search,
+                                   training_sample_size=plan.training_sample_size)
+            builder = builder.score_ah(
+                self.dimensions_per_block,
+                anisotropic_quantization_threshold=self.anisotropic_threshold,
+                training_sample_size=plan.training_sample_size)
+            builder = builder.reorder(plan.reorder_num_neighbors)
+        self._searcher = builder.build()
+        self.plan = plan
+
+    def _run(self, queries: np.ndarray, k: int,
+             leaves: int | None) -> tuple[np.ndarray, np.ndarray]:
+        assert self.plan is not None
+        kwargs: dict[str, Any] = {"final_num_neighbors": k}
+        if self.plan.mode == "tree":
+            kwargs["leaves_to_search"] = leaves
+            kwargs["pre_reorder_num_neighbors"] = max(self.plan.reorder_num_neighbors, k)
+        if len(queries) > _PARALLEL_BATCH:
+            rows, scores = self._searcher.search_batched_parallel(
+                queries, batch_size=_PARALLEL_BATCH, **kwargs)
+        else:
+            rows, scores = self._searcher.search_batched(queries, **kwargs)
+        return np.asarray(scores, dtype=np.float32), np.asarray(rows, dtype=np.int64)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self.plan is not None
+        scores, rows = self._run(queries, k, self.plan.leaves_to_search)
+        # ScaNN pads rows whose searched leaves held fewer than k points with NaN scores.
+        short = np.flatnonzero(np.isnan(scores).any(axis=1))
+        if short.size and self.plan.mode == "tree":
+            scores[short], rows[short] = self._run(queries[short], k, self.plan.num_leaves)
+        if np.isnan(scores).any():
+            raise RuntimeError(f"ScaNN returned fewer than k={k} neighbours even when searching "
+                               "every leaf; rebuild with mode='brute_force' or a smaller k")
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+
+    def _save_data(self, directory: Path) -> None:
+        target = directory / SCANN_DIR
+        target.mkdir()
+        # Relative asset paths keep the searcher loadable after the temp dir is renamed.
+        self._searcher.serialize(str(target), relative_path=True)
+
+    def _load_data(self, directory: Path, manifest: dict[str, Any]) -> tuple[int, int]:
+        source = directory / SCANN_DIR
+        listed = {name for name in manifest["files"] if name.startswith(f"{SCANN_DIR}/")}
+        unlisted = [p.name for p in source.iterdir() if f"{SCANN_DIR}/{p.name}" not in listed]
+        if unlisted:
+            # load_searcher would unpickle a stray scann_docids.pkl, so nothing unverified may pass.
+            raise IndexIntegrityError(f"{source} holds files the manifest does not list: "
+                                      f"{sorted(unlisted)}; remove them or rebuild the index")
+        try:
+            self.plan = ScannPlan(**manifest["build_params"])
+        except TypeError as e:
+            raise IndexIntegrityError(f"manifest build_params are not a ScaNN plan ({e})") from e
+        dataset = np.load(source / "dataset.npy", mmap_mode="r", allow_pickle=False)
+        if dataset.ndim != 2:
+            raise IndexIntegrityError(f"{source / 'dataset.npy'} is not a 2-D array")
+        self._searcher = scann.scann_ops_pybind.load_searcher(str(source))
+        if self._searcher.size() != dataset.shape[0]:
+            raise IndexIntegrityError(f"ScaNN searcher in {source} holds {self._searcher.size()} "
+                                      f"points but its dataset.npy has {dataset.shape[0]}")
+        return int(dataset.shape[0]), int(dataset.shape[1])
