@@ -2,21 +2,22 @@
 reordering), with parameters derived from the corpus size so callers rarely need to tune them.
 
 Parameter plan (`plan_scann`), for n vectors:
-  * n < brute_force_below (default 4,096): exact float32 brute force. A sqrt(n) tree would have
-    fewer than 64 leaves of ~64 points each; k-means on so little data is noisy, and scanning a
-    few thousand vectors costs microseconds anyway. (ScaNN's docs suggest brute force below ~20k;
-    we switch at 4k because with the search budget below the tree already reaches >0.95 recall
-    at 5k while scoring well under half the corpus.)
+  * n < brute_force_below (default 1,024): exact float32 brute force; AH codebooks need more
+    points than that to train, and scanning a thousand vectors costs microseconds.
+  * n < tree_above (default 20,000, ScaNN's own guidance): no partitioning tree; asymmetric
+    hashing scores every point, then the best reorder_num_neighbors are rescored exactly.
+    Measured on SciFact (5,183 all-MiniLM-L6-v2 vectors): recall@10 1.000 and recall@100 0.9998
+    against exact, nDCG@10 equal to exact; a sqrt(n) tree at this size lost ~1-2% nDCG@10 even
+    searching 40% of its leaves, because the clusters of real text embeddings are weak.
   * otherwise a tree with num_leaves = round(sqrt(n)) (ScaNN's rule of thumb), capped so leaves
     average at least 50 points. leaves_to_search = 15% of the leaves, raised if needed so that at
-    least ~2,048 points are scored per query: small trees are coarse relative to the data's
-    clusters, and scoring 2k points is cheap in absolute terms. Measured recall@10 on clustered
-    unit vectors (d=64): 0.98 at 5k (30 of 71 leaves), 0.997 at 20k (22 of 141 leaves); at 1M this
-    searches 150 of 1,000 leaves. Weakly clustered data is harder (~0.88 with 1,000 clusters at
-    20k): raise search_fraction or leaves_to_search there.
+    least ~2,048 points are scored per query. Measured recall@10 on clustered unit vectors
+    (d=64): 0.98 at 5k (mode='tree': 30 of 71 leaves), 0.997 at 20k (22 of 141 leaves); at 1M
+    this searches 150 of 1,000 leaves. Weakly clustered data is harder (~0.88 with 1,000
+    clusters at 20k): raise search_fraction or leaves_to_search there.
   * AH with 2 dimensions per block and anisotropic threshold 0.2 (ScaNN's recommendation for
     normalised inner-product data), trained on up to 100k vectors, then the best
-    max(100, k) candidates are rescored exactly.
+    max(reorder_num_neighbors, k) candidates (default 400) are rescored exactly.
 Queries whose searched leaves hold fewer than k points (possible only for large k) are re-run
 over all leaves, so every result row is complete.
 """
@@ -33,7 +34,7 @@ import scann
 from irjax.index.base import Index, IndexIntegrityError, register_index
 
 SCANN_DIR = "scann"
-MODES = ("auto", "tree", "brute_force")
+MODES = ("auto", "tree", "ah", "brute_force")
 _MIN_POINTS_PER_LEAF = 50
 _MIN_POINTS_TO_SEARCH = 2048
 _MAX_TRAINING_SAMPLE = 100_000
@@ -44,7 +45,7 @@ _PARALLEL_BATCH = 256
 class ScannPlan:
     """Concrete ScaNN parameters for one corpus."""
 
-    mode: str  # "tree" or "brute_force"
+    mode: str  # "tree", "ah" (asymmetric hashing over all points) or "brute_force"
     num_leaves: int = 0
     leaves_to_search: int = 0
     reorder_num_neighbors: int = 0
@@ -52,15 +53,22 @@ class ScannPlan:
 
 
 def plan_scann(count: int, mode: str = "auto", num_leaves: int | None = None,
-               leaves_to_search: int | None = None, reorder_num_neighbors: int = 100,
-               search_fraction: float = 0.15, brute_force_below: int = 4096) -> ScannPlan:
+               leaves_to_search: int | None = None, reorder_num_neighbors: int = 400,
+               search_fraction: float = 0.15, brute_force_below: int = 1024,
+               tree_above: int = 20_000) -> ScannPlan:
     """Chooses tree/AH/reorder parameters for `count` vectors (see the module docstring)."""
     if mode not in MODES:
         raise ValueError(f"unknown ScaNN mode {mode!r}; choose one of {list(MODES)}")
     if mode == "auto":
-        mode = "brute_force" if count < brute_force_below else "tree"
+        if num_leaves is not None or leaves_to_search is not None:
+            mode = "tree"  # asking for leaves is asking for a tree
+        else:
+            mode = "brute_force" if count < brute_force_below else "ah" if count < tree_above else "tree"
     if mode == "brute_force":
         return ScannPlan(mode="brute_force")
+    if mode == "ah":
+        return ScannPlan(mode="ah", reorder_num_neighbors=reorder_num_neighbors,
+                         training_sample_size=min(count, _MAX_TRAINING_SAMPLE))
     if count < 2:
         raise ValueError(f"a ScaNN tree needs at least 2 vectors, got {count}; "
                          "use mode='brute_force'")
@@ -89,9 +97,9 @@ class ScannIndex(Index):
     required_files = (f"{SCANN_DIR}/scann_assets.pbtxt", f"{SCANN_DIR}/dataset.npy")
 
     def __init__(self, metric: str = "dot", mode: str = "auto", num_leaves: int | None = None,
-                 leaves_to_search: int | None = None, reorder_num_neighbors: int = 100,
-                 search_fraction: float = 0.15, brute_force_below: int = 4096,
-                 dimensions_per_block: int = 2, anisotropic_threshold: float = 0.2) -> None:
+                 leaves_to_search: int | None = None, reorder_num_neighbors: int = 400,
+                 search_fraction: float = 0.15, brute_force_below: int = 1024,
+                 tree_above: int = 20_000, dimensions_per_block: int = 2, anisotropic_threshold: float = 0.2) -> None:
         super().__init__(metric)
         if mode not in MODES:
             raise ValueError(f"unknown ScaNN mode {mode!r}; choose one of {list(MODES)}")
@@ -99,7 +107,8 @@ class ScannIndex(Index):
             raise ValueError(f"search_fraction must be in (0, 1], got {search_fraction}")
         for name, value in (("reorder_num_neighbors", reorder_num_neighbors),
                             ("dimensions_per_block", dimensions_per_block),
-                            ("brute_force_below", brute_force_below)):
+                            ("brute_force_below", brute_force_below),
+                            ("tree_above", tree_above)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.mode = mode
@@ -108,6 +117,7 @@ class ScannIndex(Index):
         self.reorder_num_neighbors = reorder_num_neighbors
         self.search_fraction = search_fraction
         self.brute_force_below = brute_force_below
+        self.tree_above = tree_above
         self.dimensions_per_block = dimensions_per_block
         self.anisotropic_threshold = anisotropic_threshold
         self.plan: ScannPlan | None = None
@@ -119,6 +129,7 @@ class ScannIndex(Index):
                 "reorder_num_neighbors": self.reorder_num_neighbors,
                 "search_fraction": self.search_fraction,
                 "brute_force_below": self.brute_force_below,
+                "tree_above": self.tree_above,
                 "dimensions_per_block": self.dimensions_per_block,
                 "anisotropic_threshold": self.anisotropic_threshold}
 
@@ -129,15 +140,16 @@ class ScannIndex(Index):
     def _build(self, vectors: np.ndarray) -> None:
         plan = plan_scann(len(vectors), self.mode, self.num_leaves, self.leaves_to_search,
                           self.reorder_num_neighbors, self.search_fraction,
-                          self.brute_force_below)
+                          self.brute_force_below, self.tree_above)
         # num_neighbors is only the default; every search passes its own k.
         builder = scann.scann_ops_pybind.builder(vectors, 10, "dot_product")
         if plan.mode == "brute_force":
             builder = builder.score_brute_force()
         else:
-            builder = builder.tree(num_leaves=plan.num_leaves,
-                                   num_leaves_to_search=plan.leaves_to_search,
-                                   training_sample_size=plan.training_sample_size)
+            if plan.mode == "tree":
+                builder = builder.tree(num_leaves=plan.num_leaves,
+                                       num_leaves_to_search=plan.leaves_to_search,
+                                       training_sample_size=plan.training_sample_size)
             builder = builder.score_ah(
                 self.dimensions_per_block,
                 anisotropic_quantization_threshold=self.anisotropic_threshold,
@@ -152,6 +164,7 @@ class ScannIndex(Index):
         kwargs: dict[str, Any] = {"final_num_neighbors": k}
         if self.plan.mode == "tree":
             kwargs["leaves_to_search"] = leaves
+        if self.plan.mode in ("tree", "ah"):
             kwargs["pre_reorder_num_neighbors"] = max(self.plan.reorder_num_neighbors, k)
         if len(queries) > _PARALLEL_BATCH:
             rows, scores = self._searcher.search_batched_parallel(

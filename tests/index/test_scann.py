@@ -21,13 +21,16 @@ def recall_at(found: np.ndarray, truth: np.ndarray, k: int) -> float:
 
 
 def test_plan_scales_with_corpus_size():
-    assert plan_scann(4095) == ScannPlan(mode="brute_force")
-    assert plan_scann(4096) == ScannPlan("tree", 64, 32, 100, 4096)
-    assert plan_scann(20_000) == ScannPlan("tree", 141, 22, 100, 20_000)
-    assert plan_scann(1_000_000) == ScannPlan("tree", 1000, 150, 100, 100_000)
+    assert plan_scann(1023) == ScannPlan(mode="brute_force")
+    assert plan_scann(1024) == ScannPlan("ah", 0, 0, 400, 1024)
+    assert plan_scann(19_999) == ScannPlan("ah", 0, 0, 400, 19_999)
+    assert plan_scann(4096, mode="tree") == ScannPlan("tree", 64, 32, 400, 4096)
+    assert plan_scann(20_000) == ScannPlan("tree", 141, 22, 400, 20_000)
+    assert plan_scann(1_000_000) == ScannPlan("tree", 1000, 150, 400, 100_000)
     # small trees search enough leaves to score ~2k points; tiny ones keep >= 50 points per leaf
-    assert plan_scann(300, mode="tree") == ScannPlan("tree", 6, 6, 100, 300)
+    assert plan_scann(300, mode="tree") == ScannPlan("tree", 6, 6, 400, 300)
     assert plan_scann(10_000, brute_force_below=20_000).mode == "brute_force"
+    assert plan_scann(10_000, tree_above=5_000).mode == "tree"
     assert plan_scann(10_000, num_leaves=50, leaves_to_search=5).leaves_to_search == 5
     with pytest.raises(ValueError, match="num_leaves must be between 2 and the corpus size 100"):
         plan_scann(100, mode="tree", num_leaves=500)
@@ -44,7 +47,7 @@ def test_tree_recall_at_10_against_exact(n):
     ids = [f"d{i}" for i in range(n)]
     truth = ExactIndex().build(corpus, ids).search(queries, 10)
     start = time.perf_counter()
-    index = ScannIndex().build(corpus, ids)
+    index = ScannIndex(mode="tree").build(corpus, ids)
     build_s = time.perf_counter() - start
     assert index.plan.mode == "tree" and index.plan.num_leaves == round(np.sqrt(n))
     result = index.search(queries, 10)
@@ -56,11 +59,24 @@ def test_tree_recall_at_10_against_exact(n):
         result.scores, np.einsum("qd,qkd->qk", queries, corpus[result.indices]), atol=1e-5)
 
 
+def test_auto_mode_below_tree_size_uses_ah_with_high_recall():
+    n = 5_000
+    data = clustered(n + 300, 64, seed=11)
+    corpus, queries = data[:n], data[n:]
+    ids = [f"d{i}" for i in range(n)]
+    truth = ExactIndex().build(corpus, ids).search(queries, 100)
+    index = ScannIndex().build(corpus, ids)
+    assert index.plan.mode == "ah"
+    result = index.search(queries, 100)
+    assert recall_at(result.indices, truth.indices, 10) >= 0.99
+    assert recall_at(result.indices, truth.indices, 100) >= 0.97
+
+
 def test_brute_force_mode_equals_exact():
     corpus = clustered(1500, 32, seed=3)
     queries = clustered(20, 32, seed=4)
     ids = [f"d{i}" for i in range(1500)]
-    index = ScannIndex().build(corpus, ids)
+    index = ScannIndex(mode="brute_force").build(corpus, ids)
     assert index.plan.mode == "brute_force"
     exact = ExactIndex().build(corpus, ids).search(queries, 25)
     result = index.search(queries, 25)
