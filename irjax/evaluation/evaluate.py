@@ -1,0 +1,102 @@
+"""End-to-end evaluation: collection -> retriever -> run -> metrics -> files in a workdir.
+
+Every run writes WORKDIR/metrics.json (`{"metrics": {...}, "dataset", "split", "model", ...}`,
+metric keys being ir-measures names), WORKDIR/run.trec and WORKDIR/per_query.jsonl.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from irjax.data.collection import Collection, load_collection
+from irjax.data.resolve import resolve_dataset
+from irjax.evaluation.metrics import DEFAULT_MEASURES, evaluate_run, save_per_query
+from irjax.evaluation.report import comparison_table
+from irjax.evaluation.retrievers import Retriever
+from irjax.evaluation.runs import write_trec_run
+from irjax.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def open_collection(dataset: str, split: str, data_dir: str | None = None, download: bool = False) -> Collection:
+    path = resolve_dataset(dataset, data_dir=data_dir, download=download)
+    collection = load_collection(path, split)
+    summary = collection.report.summary()
+    if summary:
+        log.info("loading %s/%s:\n%s", collection.name, split, summary)
+    return collection
+
+
+def evaluate_on_collection(
+    collection: Collection,
+    retriever: Retriever,
+    workdir: str | Path,
+    top_k: int = 100,
+    measures: Sequence[str] = DEFAULT_MEASURES,
+) -> dict[str, Any]:
+    """Retrieves for every judged query of the split, scores the run and writes the results."""
+    workdir = Path(workdir)
+    queries = collection.eval_queries()
+    log.info("%s on %s/%s: %d queries, %d documents", retriever.name, collection.name,
+             collection.split, len(queries), len(collection.documents))
+    start = time.perf_counter()
+    run = retriever.retrieve(collection, queries, k=top_k)
+    elapsed = time.perf_counter() - start
+    result = evaluate_run(run, collection.qrels, measures=measures)
+    write_trec_run(run, workdir / "run.trec", tag=retriever.name)
+    save_per_query(result, workdir / "per_query.jsonl")
+    record = {
+        "metrics": {m: float(result.aggregate[m]) for m in measures},
+        "dataset": collection.name,
+        "split": collection.split,
+        "model": retriever.name,
+        "num_queries": len(queries),
+        "num_documents": len(collection.documents),
+        "top_k": top_k,
+        "seconds": round(elapsed, 2),
+        "timings": {k: round(v, 2) for k, v in getattr(retriever, "timings", {}).items()},
+        "load_report": collection.report.counts,
+    }
+    atomic_write_text(workdir / "metrics.json", json.dumps(record, indent=2) + "\n")
+    log.info("%s", json.dumps(record["metrics"]))
+    return record
+
+
+def evaluate_retriever(
+    dataset: str,
+    split: str,
+    workdir: str,
+    retriever: Retriever,
+    top_k: int = 100,
+    data_dir: str | None = None,
+    download: bool = False,
+) -> dict[str, Any]:
+    """Evaluates one retriever on one collection split; the job of gin/eval/*.gin."""
+    collection = open_collection(dataset, split, data_dir, download)
+    record = evaluate_on_collection(collection, retriever, workdir, top_k)
+    print(comparison_table([record]))
+    return record
+
+
+def compare_retrievers(
+    dataset: str,
+    split: str,
+    workdir: str,
+    retrievers: Mapping[str, Retriever],
+    top_k: int = 100,
+    data_dir: str | None = None,
+    download: bool = False,
+) -> list[dict[str, Any]]:
+    """Runs several retrievers on the same collection, each into WORKDIR/<name>/, and writes a
+    side-by-side table to WORKDIR/comparison.md and WORKDIR/comparison.json."""
+    collection = open_collection(dataset, split, data_dir, download)
+    records = [evaluate_on_collection(collection, r, Path(workdir) / name, top_k) for name, r in retrievers.items()]
+    table = comparison_table(records)
+    print(table)
+    atomic_write_text(Path(workdir) / "comparison.md", table + "\n")
+    atomic_write_text(Path(workdir) / "comparison.json", json.dumps(records, indent=2) + "\n")
+    return records

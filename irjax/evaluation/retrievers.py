@@ -1,0 +1,100 @@
+"""Retrievers: anything that turns a collection and queries into a ranked run.
+
+`evaluate_retriever` treats BM25 and dense models alike through this one protocol, so a new model
+family only has to supply `retrieve`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from irjax.data.collection import Collection
+from irjax.evaluation.bm25 import BM25Retriever
+from irjax.evaluation.runs import Run
+from irjax.index.base import Index, create_index
+from irjax.index.embedding_cache import cache_key, cached_embeddings
+
+log = logging.getLogger(__name__)
+
+
+class Retriever(Protocol):
+    name: str
+    timings: dict[str, float]
+
+    def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run: ...
+
+
+class SparseRetriever:
+    """BM25 over document contents (title + text)."""
+
+    def __init__(self, bm25: BM25Retriever | None = None, name: str = "bm25"):
+        self.bm25 = bm25 or BM25Retriever()
+        self.name = name
+        self.timings: dict[str, float] = {}
+
+    def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
+        start = time.perf_counter()
+        self.bm25.index(collection.doc_ids, [d.contents for d in collection.documents])
+        self.timings["index_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        run = self.bm25.search(list(queries), list(queries.values()), k=k)
+        self.timings["search_s"] = time.perf_counter() - start
+        return run
+
+
+class DenseRetriever:
+    """Encodes the corpus (cached on disk), builds an index, encodes queries, searches.
+
+    `encoder` embeds documents (and queries, unless a separate `query_encoder` is given).
+    """
+
+    def __init__(
+        self,
+        encoder: Any,
+        index: str = "exact",
+        index_options: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
+        save_index_to: str | None = None,
+        name: str | None = None,
+        index_factory: Callable[..., Index] = create_index,
+        query_encoder: Any = None,
+    ):
+        self.encoder = encoder
+        self.query_encoder = query_encoder or encoder  # separate towers: a different query encoder
+        self.index_kind = index
+        self.index_options = dict(index_options or {})
+        self.cache_dir = cache_dir
+        self.save_index_to = save_index_to
+        self.name = name or f"{encoder.name}+{index}"
+        self.index_factory = index_factory
+        self.timings: dict[str, float] = {}
+
+    def encode_corpus(self, collection: Collection) -> np.ndarray:
+        key = cache_key(model=self.encoder.fingerprint, corpus=collection.fingerprint())
+        texts = [d.contents for d in collection.documents]
+        return cached_embeddings(
+            self.cache_dir, key, collection.doc_ids,
+            lambda: self.encoder.encode(texts, progress=f"encoding {collection.name} corpus"),
+        )
+
+    def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
+        start = time.perf_counter()
+        doc_vectors = self.encode_corpus(collection)
+        self.timings["encode_corpus_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        log.info("building %s index over %d vectors", self.index_kind, len(doc_vectors))
+        index = self.index_factory(self.index_kind, **self.index_options).build(doc_vectors, collection.doc_ids)
+        self.timings["index_build_s"] = time.perf_counter() - start
+        if self.save_index_to:
+            index.save(Path(self.save_index_to))
+        start = time.perf_counter()
+        query_vectors = self.query_encoder.encode(list(queries.values()), progress="encoding queries")
+        self.timings["encode_queries_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        result = index.search(query_vectors, k)
+        self.timings["search_s"] = time.perf_counter() - start
+        return result.to_run(list(queries))

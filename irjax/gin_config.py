@@ -1,0 +1,134 @@
+"""Gin at the edge: registers library functions, parses and validates configs, runs the job.
+
+Library code never imports gin; this module is the one place that makes it configurable
+(principle 1 of DESIGN.md). Configs name the registered functions without module prefixes,
+e.g. `evaluate_retriever.split = 'test'`, and bind `irjax.run.job` to what should run.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import gin
+
+from irjax.files import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+_MACRO_REF = re.compile(r"%([A-Za-z_][A-Za-z0-9_.]*)")
+_REGISTERED = False
+
+
+class GinConfigError(ValueError):
+    """A config problem found before any work starts (unbound macro, missing file, no job)."""
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+    """Turns t5x-style `--gin.KEY=VALUE` into `--gin_bindings=KEY=VALUE` for absl."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--gin.") and "=" in arg:
+            out.append("--gin_bindings=" + arg[len("--gin.") :])
+        else:
+            out.append(arg)
+    return out
+
+
+@gin.configurable("irjax.run")
+def run(job: Callable[[], Any] = gin.REQUIRED) -> Any:
+    """The job a config selects, e.g. `irjax.run.job = @evaluate_retriever`."""
+    return job()
+
+
+def register_all() -> None:
+    """Makes the library's entry points configurable. Idempotent."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from irjax.evaluation import bm25, evaluate, retrievers
+    from irjax.index import base as index_base
+    from irjax.models import dual_encoder
+    from irjax.training import train_dual_encoder
+
+    gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
+    gin.external_configurable(evaluate.compare_retrievers, "compare_retrievers")
+    gin.external_configurable(bm25.BM25Retriever, "BM25Retriever")
+    gin.external_configurable(retrievers.SparseRetriever, "SparseRetriever")
+    gin.external_configurable(retrievers.DenseRetriever, "DenseRetriever")
+    gin.external_configurable(dual_encoder.TextEncoder.from_pretrained, "pretrained_encoder")
+    gin.external_configurable(index_base.create_index, "create_index")
+    gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")
+    gin.external_configurable(train_dual_encoder.DataConfig, "DataConfig")
+    _REGISTERED = True
+
+
+def _config_text(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str]) -> str:
+    texts = []
+    for name in files:
+        path = _find_gin_file(name, search_paths)
+        texts.append(path.read_text())
+    texts.extend(bindings)
+    return "\n".join(texts)
+
+
+def _find_gin_file(name: str, search_paths: Sequence[str]) -> Path:
+    candidates = [Path(name)] + [Path(p) / name for p in (*search_paths, str(ROOT))]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise GinConfigError(
+        f"gin file {name!r} not found (looked in: {', '.join(str(c) for c in candidates)}). "
+        "Pass a path relative to the current directory or to the irjax checkout, e.g. gin/eval/bm25.gin."
+    )
+
+
+def parse(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
+    """Parses configs and checks every referenced macro is bound, so typos fail now, not mid-run."""
+    register_all()
+    if not files and not bindings:
+        raise GinConfigError("no config given: pass --gin_file=gin/eval/bm25.gin (or another file under gin/).")
+    for path in (*search_paths, str(ROOT)):
+        gin.add_config_file_search_path(path)
+    text = _config_text(files, bindings, search_paths)
+    paths = [str(_find_gin_file(f, search_paths)) for f in files]
+    gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
+    validate_macros(text)
+    gin.finalize()
+    try:
+        gin.query_parameter("irjax.run.job")
+    except ValueError as e:
+        raise GinConfigError("the config binds no job: add `irjax.run.job = @evaluate_retriever` (or another job).") from e
+
+
+def validate_macros(config_text: str) -> None:
+    """Raises GinConfigError naming every `%MACRO` the config uses but never binds."""
+    code = "\n".join(line.split("#", 1)[0] for line in config_text.splitlines())
+    missing = []
+    for name in sorted(set(_MACRO_REF.findall(code))):
+        try:
+            gin.query_parameter(f"{name}/macro.value")
+        except ValueError:
+            missing.append(name)
+    if missing:
+        hints = " ".join(f"--gin.{m}=..." for m in missing)
+        raise GinConfigError(f"unbound gin macro(s): {', '.join(missing)}. Bind them, e.g. {hints}")
+
+
+def _workdir() -> Path | None:
+    try:
+        value = gin.query_parameter("WORKDIR/macro.value")
+    except ValueError:
+        return None
+    return Path(os.path.expanduser(str(value)))
+
+
+def run_job() -> Any:
+    """Writes the full config to WORKDIR/config.gin, runs the job, then writes the operative config."""
+    workdir = _workdir()
+    if workdir is not None:
+        atomic_write_text(workdir / "config.gin", gin.config_str())
+    result = run()
+    if workdir is not None:
+        atomic_write_text(workdir / "operative_config.gin", gin.operative_config_str())
+    return result
