@@ -187,7 +187,8 @@ class Checkpointer:
                              "latest one fall back to the previous)")
         if save_every < 1:
             raise ValueError(f"save_every={save_every} must be a positive number of steps")
-        self.directory = epath.Path(directory)
+        # orbax (tensorstore) refuses relative paths; users pass WORKDIR relative to their shell.
+        self.directory = epath.Path(os.path.abspath(os.fspath(directory)))
         self.read_only = read_only
         self.verify = verify
         self._barriers = 0

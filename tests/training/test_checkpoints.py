@@ -376,3 +376,16 @@ def test_two_processes_agree_on_the_fallback_step_and_restore_their_own_shards(t
         np.testing.assert_array_equal(np.asarray(result["shards"][0]), own_rows)
         assert result["resaved"] and result["latest"] == 2
     assert [p.name.split(".")[0] for p in (tmp_path / "ckpt" / CORRUPT_SUBDIR).iterdir()] == ["2"]
+
+
+def test_relative_directory_is_accepted(tmp_path, monkeypatch):
+    """WORKDIR is usually relative (workdir/run); orbax alone rejects relative paths."""
+    monkeypatch.chdir(tmp_path)
+    state = {"w": jnp.arange(4.0)}
+    with Checkpointer("rel/checkpoints", keep=2, save_every=1, async_save=True) as ckpt:
+        assert ckpt.save(1, state, force=True)
+        ckpt.wait()
+        step, restored, _ = ckpt.restore_latest(state)
+    assert step == 1
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    assert (tmp_path / "rel" / "checkpoints" / "1").is_dir()

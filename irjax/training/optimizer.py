@@ -1,0 +1,131 @@
+"""AdamW with warmup and decay, global-norm clipping, decoupled weight decay on matrices only,
+and optional gradient accumulation -- the one optimizer recipe the trainer builds by default.
+
+Every step count here (`num_steps`, `warmup_steps`, the argument of `learning_rate_at`) is in
+*trainer steps*, i.e. batches, also with gradient accumulation: with `grad_accum_steps=k` the
+optimizer updates once every k batches, with the learning rate the schedule gives at the first
+batch of that group. So a run of N*k batches with accumulation over k follows exactly the
+schedule (and, for a mean-reduced loss, the updates) of a run of N batches k times larger.
+
+Weight decay skips biases and LayerNorm/RMSNorm scales: decay pulls parameters towards zero,
+which for a scale means towards switching the layer off and for a bias towards an arbitrary
+offset; only weight matrices and embeddings (arrays with ndim >= 2 that are not named
+'bias' or 'scale') are decayed. See `decay_mask`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Decay = Literal["cosine", "linear", "constant"]
+NO_DECAY_NAMES = frozenset({"bias", "scale"})
+
+
+def decay_mask(params: Any) -> Any:
+    """True for leaves that get weight decay: ndim >= 2 and the last path key is not a bias or
+    norm scale (flax names them 'bias' and 'scale'). 1-d leaves are excluded even under other
+    names, since they are per-feature gains/offsets in every layer type flax provides."""
+    def decays(path: tuple[Any, ...], leaf: Any) -> bool:
+        name = getattr(path[-1], "key", getattr(path[-1], "name", None)) if path else None
+        return jnp.ndim(leaf) >= 2 and name not in NO_DECAY_NAMES
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Settings of `make_optimizer`, kept together so the trainer can also ask for the rate."""
+
+    learning_rate: float
+    num_steps: int
+    warmup_steps: int = 0
+    decay: Decay = "cosine"
+    end_learning_rate_fraction: float = 0.0
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    clip_norm: float | None = 1.0
+    grad_accum_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.learning_rate < 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be >= 0")
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps={self.num_steps} must be >= 1 (the schedule's length)")
+        if not 0 <= self.warmup_steps <= self.num_steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be in [0, num_steps="
+                             f"{self.num_steps}]; shorten warmup or train longer")
+        if self.decay not in ("cosine", "linear", "constant"):
+            raise ValueError(f"decay={self.decay!r}: use 'cosine', 'linear' or 'constant'")
+        if not 0 <= self.end_learning_rate_fraction <= 1:
+            raise ValueError(f"end_learning_rate_fraction={self.end_learning_rate_fraction} must "
+                             "be in [0, 1] (a fraction of the peak learning rate)")
+        if self.clip_norm is not None and self.clip_norm <= 0:
+            raise ValueError(f"clip_norm={self.clip_norm} must be > 0, or None to disable clipping")
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps={self.grad_accum_steps} must be >= 1 (1 = off)")
+
+    def schedule(self) -> optax.Schedule:
+        """Learning rate as a function of the trainer step (batch index, from 0).
+
+        Linear warmup from 0 to the peak over `warmup_steps`, then the decay down to
+        `end_learning_rate_fraction * learning_rate` at `num_steps` (held there after).
+        """
+        peak = self.learning_rate
+        end = peak * self.end_learning_rate_fraction
+        span = self.num_steps - self.warmup_steps
+        if self.decay == "constant" or span == 0:
+            after = optax.constant_schedule(peak)
+        elif self.decay == "linear":
+            after = optax.linear_schedule(peak, end, span)
+        else:
+            after = optax.cosine_decay_schedule(peak, span, alpha=self.end_learning_rate_fraction)
+        if self.warmup_steps == 0:
+            return after
+        warmup = optax.linear_schedule(0.0, peak, self.warmup_steps)
+        return optax.join_schedules([warmup, after], [self.warmup_steps])
+
+    def learning_rate_at(self, step: int) -> float:
+        """The rate of the update that the batch with index `step` (from 0) contributes to."""
+        k = self.grad_accum_steps
+        return float(self.schedule()(step // k * k))
+
+    def build(self) -> optax.GradientTransformation:
+        """clip_by_global_norm -> AdamW(masked decay), wrapped in MultiSteps when accumulating.
+
+        Clipping sits inside the accumulation, so it bounds the averaged gradient that the
+        update actually uses, not each micro-batch's.
+        """
+        schedule, k = self.schedule(), self.grad_accum_steps
+        # The inner optimizer counts updates; map update u to its first batch, u * k.
+        per_update = schedule if k == 1 else (lambda count: schedule(count * k))
+        adamw = optax.adamw(per_update, b1=self.b1, b2=self.b2, eps=self.eps,
+                            weight_decay=self.weight_decay, mask=decay_mask)
+        parts = ([optax.clip_by_global_norm(self.clip_norm)] if self.clip_norm is not None
+                 else []) + [adamw]
+        transform = optax.chain(*parts)
+        if k == 1:
+            return transform
+        return optax.MultiSteps(transform, every_k_schedule=k).gradient_transformation()
+
+
+def make_optimizer(learning_rate: float, num_steps: int, warmup_steps: int = 0,
+                   decay: Decay = "cosine", end_learning_rate_fraction: float = 0.0,
+                   weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
+                   eps: float = 1e-8, clip_norm: float | None = 1.0,
+                   grad_accum_steps: int = 1) -> optax.GradientTransformation:
+    """The optax transform for these settings; see `OptimizerConfig` for their meaning."""
+    return OptimizerConfig(learning_rate, num_steps, warmup_steps, decay,
+                           end_learning_rate_fraction, weight_decay, b1, b2, eps, clip_norm,
+                           grad_accum_steps).build()
+
+
+def learning_rate_at(step: int, config: OptimizerConfig) -> float:
+    """`config.learning_rate_at(step)`, as a function for loggers holding only the config."""
+    return config.learning_rate_at(step)
+
