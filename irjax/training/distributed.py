@@ -15,6 +15,9 @@ import jax
 ENV_COORDINATOR = "IRJAX_COORDINATOR"
 ENV_NUM_PROCESSES = "IRJAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "IRJAX_PROCESS_ID"
+# IRJAX_DISTRIBUTED=auto: let JAX discover the cluster itself (Cloud TPU VMs, SLURM), as the
+# launchers in launch/ do; no coordinator variables are needed then.
+ENV_AUTO = "IRJAX_DISTRIBUTED"
 
 # In jax 0.10.2 the flag is 'jax_cpu_collectives_implementation' (values 'gloo', 'mpi', 'none').
 CPU_COLLECTIVES_FLAG = "jax_cpu_collectives_implementation"
@@ -42,6 +45,10 @@ def initialize_distributed(coordinator_address: str | None = None,
     XLA_FLAGS=--xla_force_host_platform_device_count. With one process (or none configured)
     nothing else happens and False is returned, so single-device code paths stay untouched.
     """
+    if os.environ.get(ENV_AUTO, "").lower() == "auto" and coordinator_address is None:
+        if not jax.distributed.is_initialized():
+            jax.distributed.initialize()
+        return True
     coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
     if num_processes is None:
         num_processes = _env_int(ENV_NUM_PROCESSES)

@@ -1,0 +1,75 @@
+"""The dual-encoder training job end to end through gin, on a tiny collection with MiniLM."""
+import json
+from pathlib import Path
+
+import gin
+import pytest
+
+from irjax import gin_config
+
+DOCS = {
+    "d1": "The jaguar is a large cat native to the Americas.",
+    "d2": "Python is a programming language with dynamic typing.",
+    "d3": "Coffee is brewed from roasted coffee beans.",
+    "d4": "Glaciers are slow rivers of ice that carve valleys.",
+    "d5": "Violins are string instruments played with a bow.",
+    "d6": "Photosynthesis turns light, water and carbon dioxide into sugar.",
+}
+TRAIN = {"q1": ("which big cat lives in america", "d1"), "q2": ("language for programs", "d2"),
+         "q3": ("how is coffee made", "d3"), "q4": ("what carves valleys", "d4")}
+TEST = {"q5": ("instrument with a bow", "d5"), "q6": ("how plants make sugar", "d6")}
+
+
+def write_collection(root: Path) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in DOCS.items()))
+    (root / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _) in {**TRAIN, **TEST}.items()))
+    for split, queries in (("train", TRAIN), ("test", TEST)):
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, (_, d) in queries.items()))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def test_minilm_training_config_runs_and_writes_the_contract_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("IRJAX_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_collection(tmp_path / "tiny")
+    workdir = tmp_path / "work"
+    gin_config.parse(["gin/train/minilm_scifact.gin"], [
+        f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "train_dual_encoder.num_epochs = 2",
+        "DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
+        "DataConfig.query_max_length = 16", "train_dual_encoder.checkpoint_every = 2",
+        "train_dual_encoder.log_every = 1",
+    ])
+    gin_config.run_job()
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert set(metrics["metrics"]) == {"nDCG@10", "R@10", "R@100", "RR@10"}
+    assert (metrics["dataset"], metrics["split"]) == ("tiny", "test")
+    assert metrics["model"].startswith("all-MiniLM-L6-v2-finetuned")
+    zero_shot = json.loads((workdir / "zero_shot" / "metrics.json").read_text())
+    assert zero_shot["model"].startswith("all-MiniLM-L6-v2")
+    log = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [row["step"] for row in log if "loss" in row]
+    assert train_steps == [1, 2, 3, 4]  # 4 pairs / batch 2 = 2 steps per epoch, 2 epochs
+    summary = json.loads((workdir / "training_summary.json").read_text())
+    assert summary["steps"] == 4 and summary["resumed_from"] == "imported"
+    assert any((workdir / "tensorboard").iterdir())
+    assert "train_dual_encoder.num_epochs = 2" in (workdir / "operative_config.gin").read_text()
+
+    # Running the same config again resumes from the finished checkpoint instead of retraining.
+    gin.clear_config()
+    gin_config.parse(["gin/train/minilm_scifact.gin"], [
+        f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "train_dual_encoder.num_epochs = 2",
+        "DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
+        "DataConfig.query_max_length = 16",
+    ])
+    gin_config.run_job()
+    assert json.loads((workdir / "training_summary.json").read_text())["resumed_from"] == "workdir"
