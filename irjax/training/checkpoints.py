@@ -208,6 +208,11 @@ class Checkpointer:
                 create=True, cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=(STATE, EXTRA, INTEGRITY))
+        # orbax deletes half-written step directories of earlier runs in a background thread; a
+        # save through another Checkpointer on the same directory could race with it, so wait now.
+        await_cleanup = getattr(self._manager, "_maybe_await_cleanup_tmp_directory", None)
+        if await_cleanup is not None:
+            await_cleanup()
 
     # -- saving
 
