@@ -4,7 +4,7 @@ irjax's parity tests compare against these vectors, so they must come from the o
 implementation, which irjax itself never imports. That implementation lives in a separate,
 gitignored venv:
 
-    python tools/make_reference_vectors.py --setup   # builds /work/main/.venv-ref once
+    python tools/make_reference_vectors.py --setup   # builds .venv-ref (beside irjax/) once
     python tools/make_reference_vectors.py           # re-runs itself under .venv-ref
 
 `--setup` runs: python3 -m venv .venv-ref; .venv-ref/bin/pip install torch==2.13.0
