@@ -87,6 +87,7 @@ def train_dual_encoder(
     mesh_shape: tuple[int, int] = (-1, 1),
     checkpoint_every: int = 100,
     log_every: int = 10,
+    eval_every: int | None = None,
     eval_max_length: int = 256,
     evaluate_zero_shot: bool = True,
     pretrained: str | None = None,
@@ -131,25 +132,35 @@ def train_dual_encoder(
                                 warmup_steps=int(warmup_fraction * steps), decay=decay,
                                 weight_decay=weight_decay, clip_norm=clip_norm,
                                 grad_accum_steps=grad_accum_steps)
+    name = f"{checkpoint.name}-finetuned"
+
+    def retriever_for(params: Any) -> DenseRetriever:
+        query = _encoder_for(model, model.tower(params, "query"), tokenizer, name, eval_max_length)
+        doc = query if shared_towers else _encoder_for(model, model.tower(params, "doc"), tokenizer,
+                                                       name, eval_max_length)
+        return DenseRetriever(doc, index="exact", query_encoder=query,
+                              cache_dir=str(workdir_path / "embedding_cache"))
+
+    def periodic_eval(params: Any, step: int) -> dict[str, float]:
+        """The eval split through the same evaluation stack, every `eval_every` steps."""
+        record = evaluate_on_collection(evaluation, retriever_for(params),
+                                        workdir_path / "eval" / f"step_{step}")
+        return record["metrics"]
+
     trainer = Trainer(
         model, workdir_path, steps, optimizer=optimizer, mesh_shape=mesh_shape, seed=seed,
         log_every=log_every, checkpoint_every=checkpoint_every,
+        eval_every=eval_every, evaluate=periodic_eval if eval_every else None,
         import_params=lambda: model.from_pretrained_params(load_bert_params(checkpoint.weights_path, config)),
     )
     iterator = iter(batches)
     result = trainer.train(iterator, iterator.example_batch())
 
-    name = f"{checkpoint.name}-finetuned"
-    query_encoder = _encoder_for(model, model.tower(result.params, "query"), tokenizer, name, eval_max_length)
-    doc_encoder = query_encoder if shared_towers else _encoder_for(
-        model, model.tower(result.params, "doc"), tokenizer, name, eval_max_length)
     records = []
     if evaluate_zero_shot:
         records.append(evaluate_on_collection(evaluation, DenseRetriever(zero_shot, index="exact"),
                                               workdir_path / "zero_shot"))
-    tuned = DenseRetriever(doc_encoder, index="exact", query_encoder=query_encoder,
-                           cache_dir=str(workdir_path / "embedding_cache"))
-    records.append(evaluate_on_collection(evaluation, tuned, workdir_path))
+    records.append(evaluate_on_collection(evaluation, retriever_for(result.params), workdir_path))
     table = comparison_table(records)
     if is_logging_process():
         print(table)

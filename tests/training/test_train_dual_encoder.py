@@ -47,7 +47,7 @@ def test_minilm_training_config_runs_and_writes_the_contract_files(tmp_path, mon
         f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "train_dual_encoder.num_epochs = 2",
         "DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
         "DataConfig.query_max_length = 16", "train_dual_encoder.checkpoint_every = 2",
-        "train_dual_encoder.log_every = 1",
+        "train_dual_encoder.log_every = 1", "train_dual_encoder.eval_every = 2",
     ])
     gin_config.run_job()
     metrics = json.loads((workdir / "metrics.json").read_text())
@@ -59,6 +59,10 @@ def test_minilm_training_config_runs_and_writes_the_contract_files(tmp_path, mon
     log = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     train_steps = [row["step"] for row in log if "loss" in row]
     assert train_steps == [1, 2, 3, 4]  # 4 pairs / batch 2 = 2 steps per epoch, 2 epochs
+    evals = [row for row in log if "eval/nDCG@10" in row]
+    assert [row["step"] for row in evals] == [2, 4]  # periodic evaluation on the eval split
+    assert json.loads((workdir / "eval" / "step_4" / "metrics.json").read_text())["metrics"] == \
+        metrics["metrics"]  # the step-4 eval saw the final params
     summary = json.loads((workdir / "training_summary.json").read_text())
     assert summary["steps"] == 4 and summary["resumed_from"] == "imported"
     assert any((workdir / "tensorboard").iterdir())
