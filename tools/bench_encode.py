@@ -23,13 +23,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import ROOT, TorchWorker, pin_threads, reply, timed  # noqa: E402
 
 
 def load_texts(n: int) -> list[str]:
@@ -45,26 +44,6 @@ def load_texts(n: int) -> list[str]:
             if len(texts) == n:
                 break
     return texts
-
-
-def pin_threads(threads: int) -> None:
-    """Same CPU set and thread counts for both frameworks; call before importing either."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if threads > len(cpus):
-        sys.exit(f"--threads {threads} exceeds the {len(cpus)} CPUs available")
-    os.sched_setaffinity(0, cpus[:threads])
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-
-
-def timed(fn, repeats: int, best: bool = False) -> float:
-    """Median (or best, for peak numbers) wall time of fn() over `repeats` blocking calls."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) if best else statistics.median(times)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,9 +65,6 @@ def torch_worker(args: argparse.Namespace) -> None:
     def encode():
         return model.encode(texts, batch_size=args.batch_size, show_progress_bar=False,
                             convert_to_numpy=True)
-
-    def reply(**values):
-        print(json.dumps(values), flush=True)
 
     reply(ready=True, torch=torch.__version__, threads=torch.get_num_threads())
     for line in sys.stdin:
@@ -120,33 +96,6 @@ def torch_worker(args: argparse.Namespace) -> None:
             return
 
 
-class TorchWorker:
-    def __init__(self, args: argparse.Namespace):
-        if not REF_PYTHON.exists():
-            sys.exit(f"{REF_PYTHON} not found; run `python tools/make_reference_vectors.py --setup`")
-        cmd = [str(REF_PYTHON), __file__, "--torch-worker", "--docs", str(args.docs),
-               "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-               "--max-length", str(args.max_length), "--matmul-n", str(args.matmul_n)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.info = self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            sys.exit("the PyTorch worker exited; see its error output above")
-        return json.loads(line)
-
-    def ask(self, command: str) -> dict:
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 # ----------------------------------------------------------------------------------------------
 # irjax side (runs under .venv)
 
@@ -165,7 +114,9 @@ def main() -> None:
         return torch_worker(args)
 
     pin_threads(args.threads)
-    worker = TorchWorker(args)  # started before jax so the two never compete during timing
+    worker = TorchWorker(__file__, [  # started before jax so the two never compete during timing
+        "--docs", str(args.docs), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+        "--max-length", str(args.max_length), "--matmul-n", str(args.matmul_n)])
     import jax
     import jax.numpy as jnp
     import numpy as np

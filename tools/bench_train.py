@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_encode import REF_PYTHON, ROOT, pin_threads, timed  # noqa: E402
+from bench_common import REF_PYTHON, REF_SETUP_HINT, ROOT, TorchWorker, pin_threads, reply, timed  # noqa: E402,E501
 
 LEARNING_RATE, WEIGHT_DECAY, CLIP_NORM, TEMPERATURE = 2e-5, 0.01, 1.0, 0.05
 
@@ -148,9 +147,6 @@ def torch_worker(args: argparse.Namespace) -> None:
         q, d = batches[i % len(batches)]
         return loss_fn([dict(q), dict(d)], None)  # copies: the modules write outputs into them
 
-    def reply(**values: Any) -> None:
-        print(json.dumps(values), flush=True)
-
     reply(ready=True, torch=torch.__version__, threads=torch.get_num_threads())
     for line in sys.stdin:
         command, *rest = line.split()
@@ -173,31 +169,6 @@ def torch_worker(args: argparse.Namespace) -> None:
             reply(seconds=timed(lambda: torch.mm(a, a), 10, best=True))
         elif command == "quit":
             return
-
-
-class TorchWorker:
-    """The .venv-ref subprocess, asked one command at a time so it never overlaps irjax's work."""
-
-    def __init__(self, args: argparse.Namespace, batches_file: str):
-        cmd = [str(REF_PYTHON), __file__, "--torch-worker", "--threads", str(args.threads),
-               "--matmul-n", str(args.matmul_n), "--batches-file", batches_file]
-        cmd += ["--no-dropout"] if args.no_dropout else []
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.info = self.ask(None)
-
-    def ask(self, command: str | None) -> dict:
-        if command is not None:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            sys.exit("the PyTorch worker exited; see its error output above")
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.close()
-        self.proc.wait()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,7 +267,7 @@ def main() -> None:
         sys.exit("--steps and --warmup must be >= 1 (the first step compiles)")
     with_torch = not args.jax_only
     if with_torch and not REF_PYTHON.exists():
-        sys.exit(f"{REF_PYTHON} not found (run `python tools/make_reference_vectors.py --setup`), "
+        sys.exit(f"{REF_PYTHON} not found ({REF_SETUP_HINT}), "
                  "or pass --jax-only to time irjax alone")
     pin_threads(args.threads)
     sys.path.insert(0, str(ROOT))
@@ -311,7 +282,10 @@ def main() -> None:
                 stored.update({f"{k}_{i}": batch[k]
                                for k in ("query_ids", "query_mask", "pos_ids", "pos_mask")})
             np.savez(Path(tmp) / "batches.npz", **stored)
-            worker = TorchWorker(args, str(Path(tmp) / "batches.npz"))
+            worker = TorchWorker(__file__, [
+                "--threads", str(args.threads), "--matmul-n", str(args.matmul_n),
+                "--batches-file", str(Path(tmp) / "batches.npz"),
+                *(["--no-dropout"] if args.no_dropout else [])])
         import jax
 
         from irjax.models.bert import flops_per_token

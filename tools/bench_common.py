@@ -1,0 +1,76 @@
+"""What the benchmarks against sentence-transformers share: paths, thread pinning, timing, and the
+PyTorch worker that runs in the separate .venv-ref environment (torch is never an irjax dependency).
+
+The worker is this same script re-run under .venv-ref with `--torch-worker`; the parent sends it
+one command per line and reads one JSON object per line back, so the two frameworks never run at
+the same time and each timing sees the whole (pinned) CPU set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
+REF_SETUP_HINT = "run `python tools/make_reference_vectors.py --setup` (or `make bench-encode`)"
+
+
+def pin_threads(threads: int) -> None:
+    """Same CPU set and thread counts for both frameworks; call before importing either."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads > len(cpus):
+        sys.exit(f"--threads {threads} exceeds the {len(cpus)} CPUs available")
+    os.sched_setaffinity(0, cpus[:threads])
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def timed(fn: Callable[[], Any], repeats: int, best: bool = False) -> float:
+    """Median (or best, for peak numbers) wall time of fn() over `repeats` blocking calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times) if best else statistics.median(times)
+
+
+def reply(**values: Any) -> None:
+    """The worker's side of the protocol: one JSON line per command."""
+    print(json.dumps(values), flush=True)
+
+
+class TorchWorker:
+    """The .venv-ref subprocess running `script --torch-worker *args`, asked one command at a time.
+
+    The worker's first line (read here into `info`) says what it loaded; "quit" ends it.
+    """
+
+    def __init__(self, script: str, args: Sequence[str]):
+        if not REF_PYTHON.exists():
+            sys.exit(f"{REF_PYTHON} not found; {REF_SETUP_HINT}")
+        cmd = [str(REF_PYTHON), script, "--torch-worker", *args]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            sys.exit("the PyTorch worker exited; see its error output above")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        self.proc.wait()
