@@ -33,7 +33,7 @@ from irjax.models.hf_import import load_bert_params
 from irjax.models.pretrained import load_checkpoint
 from irjax.training.checkpoints import fingerprint
 from irjax.training.optimizer import OptimizerConfig
-from irjax.training.partitioning import is_logging_process
+from irjax.training.partitioning import create_mesh, is_logging_process
 from irjax.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -125,9 +125,10 @@ def train_dual_encoder(
     log.info("training for %d steps (%d per epoch, global batch %d)", steps, batches.steps_per_epoch,
              data.global_batch_size)
 
+    mesh = create_mesh(*mesh_shape)
     model = DualEncoderModel(config, temperature=temperature, shared_towers=shared_towers,
                              objective=objective, negatives=negatives, pooling=checkpoint.pooling,
-                             data_shards=mesh_shape[0] if mesh_shape[0] > 0 else 1)
+                             data_shards=mesh.shape["data"])
     optimizer = OptimizerConfig(learning_rate=learning_rate, num_steps=steps,
                                 warmup_steps=int(warmup_fraction * steps), decay=decay,
                                 weight_decay=weight_decay, clip_norm=clip_norm,
@@ -148,7 +149,7 @@ def train_dual_encoder(
         return record["metrics"]
 
     trainer = Trainer(
-        model, workdir_path, steps, optimizer=optimizer, mesh_shape=mesh_shape, seed=seed,
+        model, workdir_path, steps, optimizer=optimizer, mesh=mesh, seed=seed,
         log_every=log_every, checkpoint_every=checkpoint_every,
         eval_every=eval_every, evaluate=periodic_eval if eval_every else None,
         import_params=lambda: model.from_pretrained_params(load_bert_params(checkpoint.weights_path, config)),
