@@ -49,7 +49,7 @@ def register_all() -> None:
     from irjax.evaluation import bm25, evaluate, retrievers
     from irjax.index import base as index_base
     from irjax.models import dual_encoder
-    from irjax.training import train_dual_encoder, train_multi_vector
+    from irjax.training import retrieval_job, train_dual_encoder, train_multi_vector
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
     gin.external_configurable(evaluate.compare_retrievers, "compare_retrievers")
@@ -59,7 +59,7 @@ def register_all() -> None:
     gin.external_configurable(dual_encoder.TextEncoder.from_pretrained, "pretrained_encoder")
     gin.external_configurable(index_base.create_index, "create_index")
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")
-    gin.external_configurable(train_dual_encoder.DataConfig, "DataConfig")
+    gin.external_configurable(retrieval_job.DataConfig, "DataConfig")
     gin.external_configurable(train_multi_vector.train_multi_vector, "train_multi_vector")
     _REGISTERED = True
 

@@ -9,58 +9,25 @@ to WORKDIR/zero_shot_dense/ for the comparison table.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
-from irjax.data.collection import Collection
-from irjax.data.hard_negatives import cached_hard_negatives
-from irjax.data.pipeline import DualEncoderBatches
-from irjax.data.teacher_scores import read_teacher_scores
 from irjax.data.tokenization import WordPieceTokenizer
-from irjax.data.training_examples import build_training_pairs
 from irjax.evaluation.evaluate import evaluate_on_collection, open_collection
 from irjax.evaluation.multi_vector_retriever import MaxSimRetriever, punctuation_ids
-from irjax.evaluation.report import comparison_table
 from irjax.evaluation.retrievers import DenseRetriever
-from irjax.files import atomic_write_text
-from irjax.index.embedding_cache import default_cache_dir
 from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.hf_import import load_bert_params
 from irjax.models.multi_vector import MultiVectorModel
 from irjax.models.pretrained import load_checkpoint
-from irjax.training.optimizer import OptimizerConfig
-from irjax.training.partitioning import create_mesh, is_logging_process
-from irjax.training.train_dual_encoder import DataConfig
+from irjax.training.partitioning import create_mesh
+from irjax.training.retrieval_job import (DataConfig, count_steps, optimizer_config,
+                                          training_batches, write_report)
 from irjax.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-
-def training_batches(train: Collection, tokenizer: WordPieceTokenizer,
-                     data: DataConfig) -> DualEncoderBatches:
-    """Pairs (+ BM25 hard negatives, teacher scores) as grain batches, as the dual encoder gets
-    them. TAS-balanced sampling is not offered: it clusters with a pooled encoder."""
-    if data.sampler != "random":
-        raise ValueError(f"train_multi_vector supports sampler='random' only, got {data.sampler!r}")
-    pairs = build_training_pairs(train)
-    log.info("training pairs: %s", pairs.summary())
-    hard_negatives = documents = None
-    if data.num_hard_negatives:
-        hard_negatives = cached_hard_negatives(train, default_cache_dir().parent / "hard_negatives",
-                                               depth=data.hard_negative_depth,
-                                               skip=data.hard_negative_skip)
-        documents = {d.doc_id: d.contents for d in train.documents}
-    teacher = read_teacher_scores(data.teacher_scores) if data.teacher_scores else None
-    return DualEncoderBatches(
-        pairs, tokenizer, data.global_batch_size, query_max_length=data.query_max_length,
-        doc_max_length=data.doc_max_length, num_hard_negatives=data.num_hard_negatives,
-        hard_negatives=hard_negatives, documents=documents, teacher=teacher,
-        sampler=data.sampler, seed=data.seed)
 
 
 def train_multi_vector(
@@ -104,18 +71,14 @@ def train_multi_vector(
     train = open_collection(dataset, train_split, data_dir)
     evaluation = open_collection(dataset, eval_split, data_dir)
 
-    batches = training_batches(train, tokenizer, data)
-    steps = num_steps or max(1, math.ceil(num_epochs * batches.steps_per_epoch))
-    log.info("training for %d steps (%d per epoch, global batch %d)", steps,
-             batches.steps_per_epoch, data.global_batch_size)
+    batches = training_batches(train, tokenizer, data)  # no pooled encoder: random sampler only
+    steps = count_steps(batches, num_epochs, num_steps)
 
     skip_ids = punctuation_ids(tokenizer) if skip_punctuation else ()
     model = MultiVectorModel(config, dim=dim, objective=objective, k_train=k_train,
                              temperature=temperature, doc_skip_ids=skip_ids)
-    optimizer = OptimizerConfig(learning_rate=learning_rate, num_steps=steps,
-                                warmup_steps=int(warmup_fraction * steps), decay=decay,
-                                weight_decay=weight_decay, clip_norm=clip_norm,
-                                grad_accum_steps=grad_accum_steps)
+    optimizer = optimizer_config(steps, learning_rate, warmup_fraction, decay, weight_decay,
+                                 clip_norm, grad_accum_steps)
     name = f"{checkpoint.name}-{objective}"
 
     def retriever_for(params: Any) -> MaxSimRetriever:
@@ -146,16 +109,8 @@ def train_multi_vector(
         records.append(evaluate_on_collection(evaluation, DenseRetriever(dense, index="exact"),
                                               workdir_path / "zero_shot_dense"))
     records.append(evaluate_on_collection(evaluation, retriever_for(result.params), workdir_path))
-    table = comparison_table(records)
-    if is_logging_process():
-        print(table)
-        atomic_write_text(workdir_path / "comparison.md", table + "\n")
-        atomic_write_text(workdir_path / "training_summary.json", json.dumps({
-            "steps": result.step, "resumed_from": result.resumed_from,
-            "final_train_metrics": {k: float(v) for k, v in (result.metrics or {}).items()},
-            "model": {"objective": objective, "k_train": k_train, "dim": dim,
-                      "temperature": temperature, "skip_punctuation": skip_punctuation},
-            "eval": {"mode": eval_mode, "k_prime": k_prime},
-            "data": dataclasses.asdict(data), "optimizer": dataclasses.asdict(optimizer),
-        }, indent=2, default=str) + "\n")
+    write_report(workdir_path, records, result, data, optimizer,
+                 model={"objective": objective, "k_train": k_train, "dim": dim,
+                        "temperature": temperature, "skip_punctuation": skip_punctuation},
+                 eval={"mode": eval_mode, "k_prime": k_prime})
     return records[-1]
