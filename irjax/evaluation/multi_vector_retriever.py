@@ -70,6 +70,26 @@ class MaxSimRetriever:
         self.name = name or f"multi-vector+{mode}"
         self.timings: dict[str, float] = {}
         self._encode = jax.jit(model.encode)
+        self._corpus_cache: dict[str, list[np.ndarray]] = {}
+
+    def corpus_vectors(self, collection: Collection) -> list[np.ndarray]:
+        """Token vectors of every document, encoded once per collection and kept, so several
+        inference paths (XTR, MaxSim, MUVERA) evaluated on one retriever share the encoding."""
+        key = collection.fingerprint()
+        if key not in self._corpus_cache:
+            start = time.perf_counter()
+            self._corpus_cache[key] = self.encode(
+                [d.contents for d in collection.documents], self.doc_max_length,
+                self.doc_skip_ids, progress=f"encoding {collection.name} corpus tokens")
+            self.timings["encode_corpus_s"] = time.perf_counter() - start
+        return self._corpus_cache[key]
+
+    def query_vectors(self, queries: dict[str, str]) -> list[np.ndarray]:
+        start = time.perf_counter()
+        vectors = self.encode(list(queries.values()), self.query_max_length,
+                              progress="encoding queries")
+        self.timings["encode_queries_s"] = time.perf_counter() - start
+        return vectors
 
     # -- encoding ------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], max_length: int, skip_ids: Sequence[int] = (),
@@ -104,14 +124,8 @@ class MaxSimRetriever:
 
     # -- the Retriever protocol ----------------------------------------------------------------
     def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
-        start = time.perf_counter()
-        docs = self.encode([d.contents for d in collection.documents], self.doc_max_length,
-                           self.doc_skip_ids, progress=f"encoding {collection.name} corpus tokens")
-        self.timings["encode_corpus_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        query_vectors = self.encode(list(queries.values()), self.query_max_length,
-                                    progress="encoding queries")
-        self.timings["encode_queries_s"] = time.perf_counter() - start
+        docs = self.corpus_vectors(collection)
+        query_vectors = self.query_vectors(queries)
         start = time.perf_counter()
         if self.mode == "maxsim":
             ids, scores = self._maxsim_top_k(query_vectors, docs, k)

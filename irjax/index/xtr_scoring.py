@@ -54,10 +54,12 @@ def xtr_score_candidates(token_scores: np.ndarray, token_doc_ids: np.ndarray,
     return candidates.astype(np.int64), filled.sum(axis=0) / n_q
 
 
-def maxsim_rerank(query_tokens: np.ndarray,
-                  candidate_doc_tokens: Sequence[np.ndarray]) -> np.ndarray:
-    """Exhaustive MaxSim [C]: mean over query tokens of the best inner product with each doc."""
-    q = np.asarray(query_tokens, dtype=np.float64)
+def maxsim_rerank(query_tokens: np.ndarray, candidate_doc_tokens: Sequence[np.ndarray],
+                  dtype: type = np.float64) -> np.ndarray:
+    """Exhaustive MaxSim [C]: mean over query tokens of the best inner product with each doc.
+
+    float64 by default for reference checks; benchmarks pass float32, the precision XTR uses."""
+    q = np.asarray(query_tokens, dtype=dtype)
     if q.ndim != 2 or q.shape[0] == 0:
         raise ValueError(f"query_tokens must be a non-empty [n_q, dim] array, got {q.shape}")
     if len(candidate_doc_tokens) == 0:
@@ -66,7 +68,7 @@ def maxsim_rerank(query_tokens: np.ndarray,
     if min(lengths) == 0:
         raise ValueError("MaxSim is undefined for a document with no tokens")
     # One matmul over the concatenated tokens, then a segmented max per document.
-    flat = np.concatenate([np.asarray(d, dtype=np.float64) for d in candidate_doc_tokens])
+    flat = np.concatenate([np.asarray(d, dtype=dtype) for d in candidate_doc_tokens])
     sims = q @ flat.T  # [n_q, sum n_d]
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     per_doc_max = np.maximum.reduceat(sims, starts, axis=1)  # [n_q, C]

@@ -16,6 +16,7 @@ from typing import Any
 from irjax.data.tokenization import WordPieceTokenizer
 from irjax.evaluation.evaluate import evaluate_on_collection, open_collection
 from irjax.evaluation.multi_vector_retriever import MaxSimRetriever, punctuation_ids
+from irjax.evaluation.multi_vector_study import study_multi_vector
 from irjax.evaluation.retrievers import DenseRetriever
 from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder import TextEncoder
@@ -58,12 +59,20 @@ def train_multi_vector(
     eval_doc_max_length: int | None = None,
     eval_batch_size: int = 32,
     evaluate_dense_baseline: bool = False,
+    study: bool = False,
+    study_options: dict[str, Any] | None = None,
     pretrained: str | None = None,
     data_dir: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Fine-tunes MiniLM + a token projection with the XTR (or ColBERT) objective, then
-    evaluates on `eval_split` with exhaustive token retrieval."""
+    evaluates on `eval_split` with exhaustive token retrieval.
+
+    With `study`, every inference path (exhaustive MaxSim, XTR through a ScaNN token index,
+    MaxSim over XTR's candidates, MUVERA) is also evaluated on the same corpus encoding and
+    reported in WORKDIR/paths/study.{json,md} (`irjax.evaluation.multi_vector_study`);
+    `study_options` are passed on to `study_multi_vector`. Rerunning on a finished workdir
+    restores the last checkpoint and only evaluates."""
     workdir_path = Path(workdir)
     checkpoint = load_checkpoint(pretrained)
     config = BertConfig.from_json(checkpoint.config_path)
@@ -108,7 +117,11 @@ def train_multi_vector(
         dense = TextEncoder.from_pretrained(pretrained, max_length=eval_doc_max_length or 256)
         records.append(evaluate_on_collection(evaluation, DenseRetriever(dense, index="exact"),
                                               workdir_path / "zero_shot_dense"))
-    records.append(evaluate_on_collection(evaluation, retriever_for(result.params), workdir_path))
+    retriever = retriever_for(result.params)
+    records.append(evaluate_on_collection(evaluation, retriever, workdir_path))
+    if study:  # shares the retriever's corpus encoding
+        study_multi_vector(evaluation, retriever, workdir_path / "paths", k_prime=k_prime,
+                           **(study_options or {}))
     write_report(workdir_path, records, result, data, optimizer,
                  model={"objective": objective, "k_train": k_train, "dim": dim,
                         "temperature": temperature, "skip_punctuation": skip_punctuation},

@@ -1,0 +1,169 @@
+"""Peak memory of a streamed token-index build against the size of the raw token matrix.
+
+Encodes a collection's documents once with the MiniLM token encoder (128-d projection, random:
+memory does not depend on training) into chunk files of --chunk-docs documents, then, in a fresh
+process per variant, streams those chunks into `TokenIndex.build_streaming`, so the full
+[tokens, dim] matrix never exists as one Python array. A sampling thread reads the process RSS every 20 ms; the report compares
+the RSS growth during the build (above the RSS after the model is loaded and compiled) with the
+raw float32 token matrix, and gives bytes per token of the stored matrix.
+
+Each variant runs in its own process, because peak RSS is a lifetime maximum:
+
+    .venv/bin/python tools/token_index_memory.py --dataset nfcorpus              # all variants
+    .venv/bin/python tools/token_index_memory.py --dataset nfcorpus --variant scann:int8
+
+Writes tools/results/token_index_memory_<dataset>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("scann:float32", "scann:int8", "exact:float32")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+class PeakSampler:
+    """Maximum RSS seen while the `with` block runs (sampled, so a lower bound on the true peak)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, current_rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakSampler":
+        self.peak = current_rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, current_rss())
+
+
+def encode_chunks(dataset: str, out: Path, chunk_docs: int, doc_max_length: int) -> None:
+    """Encodes the corpus once into chunk files (doc ids + a flat token matrix + lengths)."""
+    import jax
+    import numpy as np
+
+    from irjax.data.tokenization import WordPieceTokenizer
+    from irjax.evaluation.evaluate import open_collection
+    from irjax.evaluation.multi_vector_retriever import MaxSimRetriever, punctuation_ids
+    from irjax.models.bert import BertConfig
+    from irjax.models.multi_vector import MultiVectorModel
+    from irjax.models.pretrained import load_checkpoint
+
+    checkpoint = load_checkpoint()
+    config = BertConfig.from_json(checkpoint.config_path)
+    tokenizer = WordPieceTokenizer(checkpoint.directory)
+    model = MultiVectorModel(config, dim=128)
+    ids = tokenizer.encode(["warm up"], 8)
+    params = model.init_variables(jax.random.PRNGKey(0), {"pos_ids": ids.ids, "pos_mask": ids.mask})
+    encoder = MaxSimRetriever(model, params, tokenizer, doc_max_length=doc_max_length)
+    skip = punctuation_ids(tokenizer)
+    documents = open_collection(dataset, "dev" if dataset == "nfcorpus" else "test").documents
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for n, start in enumerate(range(0, len(documents), chunk_docs)):
+        part = documents[start : start + chunk_docs]
+        vectors = encoder.encode([d.contents for d in part], doc_max_length, skip)
+        keep = [i for i, v in enumerate(vectors) if len(v)]
+        np.savez(tmp / f"chunk_{n:05d}.npz", ids=np.array([part[i].doc_id for i in keep]),
+                 tokens=np.concatenate([vectors[i] for i in keep]),
+                 lengths=np.array([len(vectors[i]) for i in keep]))
+        print(f"\r  encoded {start + len(part)}/{len(documents)} docs", end="", flush=True)
+    print()
+    tmp.replace(out)
+
+
+def run_variant(chunk_dir: Path, variant: str) -> dict:
+    """Streams the chunk files into a token index; RSS is sampled while it builds."""
+    import numpy as np
+
+    from irjax.index.token_index import TokenIndex
+
+    kind, dtype = variant.split(":")
+    files = sorted(chunk_dir.glob("chunk_*.npz"))
+
+    def chunks() -> Iterator[tuple[list[str], list[np.ndarray]]]:
+        for path in files:
+            with np.load(path) as z:
+                bounds = np.cumsum(z["lengths"])[:-1]
+                yield [str(i) for i in z["ids"]], np.split(z["tokens"], bounds)
+
+    baseline = current_rss()
+    start = time.perf_counter()
+    with PeakSampler() as sampler:
+        index = TokenIndex.build_streaming(chunks(), kind=kind, dtype=dtype)
+    stats = index.stats
+    return {"variant": variant, "num_docs": stats.num_docs, "num_tokens": stats.num_tokens,
+            "dim": stats.dim, "chunks": len(files), "raw_float32_bytes": stats.raw_float32_bytes,
+            "stored_matrix_bytes": stats.stored_matrix_bytes,
+            "bytes_per_token": stats.bytes_per_token,
+            "rss_baseline_bytes": baseline, "rss_peak_bytes": sampler.peak,
+            "rss_growth_bytes": sampler.peak - baseline,
+            "growth_over_raw": (sampler.peak - baseline) / stats.raw_float32_bytes,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="nfcorpus")
+    parser.add_argument("--variant", choices=VARIANTS, help="one variant in this process")
+    parser.add_argument("--chunk-docs", type=int, default=256)
+    parser.add_argument("--doc-max-length", type=int, default=192)
+    parser.add_argument("--chunk-dir", type=Path, help="encoded chunks (default: a cache dir)")
+    args = parser.parse_args()
+    chunk_dir = args.chunk_dir or (Path(os.environ.get("IRJAX_CACHE_DIR", Path.home() / ".cache"
+                                                       / "irjax")) / "token_chunks"
+                                   / f"{args.dataset}-{args.chunk_docs}-{args.doc_max_length}")
+    if args.variant:
+        print(json.dumps(run_variant(chunk_dir, args.variant)))
+        return
+    if not chunk_dir.exists():
+        print(f"encoding {args.dataset} once into {chunk_dir}", flush=True)
+        encode_chunks(args.dataset, chunk_dir, args.chunk_docs, args.doc_max_length)
+    rows = []
+    for variant in VARIANTS:
+        print(f"== {variant}", flush=True)
+        out = subprocess.run([sys.executable, __file__, "--dataset", args.dataset, "--variant",
+                              variant, "--chunk-dir", str(chunk_dir)], check=True,
+                             capture_output=True, text=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    mib = 2 ** 20
+    print(f"\n{args.dataset}: {rows[0]['num_docs']} docs, {rows[0]['num_tokens']:,} tokens x "
+          f"{rows[0]['dim']} (raw float32 matrix {rows[0]['raw_float32_bytes'] / mib:.0f} MiB)")
+    print("| variant | bytes/token | stored matrix MiB | RSS growth during build MiB | growth / raw |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['bytes_per_token']} | {r['stored_matrix_bytes'] / mib:.0f} | "
+              f"{r['rss_growth_bytes'] / mib:.0f} | {r['growth_over_raw']:.2f} |")
+    out_path = ROOT / "tools" / "results" / f"token_index_memory_{args.dataset}.json"
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    tmp.replace(out_path)
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
