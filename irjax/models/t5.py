@@ -1,0 +1,362 @@
+"""A T5.1.1-style encoder-decoder in Flax linen, the backbone of generative retrieval (DSI).
+
+Pre-norm blocks with RMSNorm (no bias, no mean subtraction), a gated-GELU feed-forward (wi_0,
+wi_1, wo; tanh GELU as HF's 'gelu_new'), no biases anywhere, and relative position buckets instead
+of absolute positions: bidirectional in the encoder, causal in the decoder, one bias table per
+stack computed once and shared by all of its layers (T5 keeps it in the first layer). Attention
+scores are *not* divided by sqrt(d_kv): T5 folds that factor into the query initialisation, and
+pretrained checkpoints rely on it.
+
+Parameters and large activations carry the logical axis names 'vocab', 'embed', 'mlp', 'heads',
+'kv', 'batch', 'length' (see irjax/training/partitioning.py); `irjax.models.t5_import` fills this
+tree from Hugging Face checkpoints. Decoding recomputes the whole (short, padded) docid prefix, so
+there is no KV cache and `decode` is a pure function of fixed-shape arrays, usable inside jit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+PAD_ID, EOS_ID, DECODER_START_ID = 0, 1, 0  # T5's SentencePiece vocabulary
+_MASKED = -1e10  # replaces masked attention scores; finite, so fully padded rows give no NaN
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """Architecture of a T5.1.1 model; field names follow Hugging Face's config.json.
+
+    Defaults are T5.1.1-small. `dtype` is the compute dtype (parameters stay float32).
+    """
+
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 1024
+    num_layers: int = 8
+    num_decoder_layers: int | None = None  # None: as many as the encoder
+    num_heads: int = 6
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-6
+    tie_word_embeddings: bool = False  # T5.1.1 unties; tied logits are scaled by d_model**-0.5
+    dtype: Any = "float32"
+
+    def __post_init__(self) -> None:
+        if self.num_decoder_layers is None:
+            object.__setattr__(self, "num_decoder_layers", self.num_layers)
+        if self.relative_attention_num_buckets < 4:
+            raise ValueError("relative_attention_num_buckets must be >= 4, got "
+                             f"{self.relative_attention_num_buckets}")
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "T5Config":
+        """A named size ('tiny', 'mini', 'small', 'base'), with fields optionally overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown T5 preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_hf_json(cls, path: str | os.PathLike, **overrides: Any) -> "T5Config":
+        """Reads a Hugging Face T5 config.json (or the one inside a checkpoint directory)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        values = json.loads(path.read_text())
+        proj = values.get("feed_forward_proj", "relu")
+        if proj != "gated-gelu":
+            raise ValueError(
+                f"{path}: feed_forward_proj={proj!r}; only T5.1.1's 'gated-gelu' is supported "
+                "(original T5 uses 'relu' with a single wi; use a t5-v1_1 / flan-t5 checkpoint)")
+        names = {f.name for f in dataclasses.fields(cls)} - {"dtype"}
+        kept = {k: v for k, v in values.items() if k in names}
+        kept.setdefault("tie_word_embeddings", True)  # HF's default when the key is absent
+        return cls(**{**kept, **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),  # tests
+    "mini": dict(d_model=256, d_kv=64, d_ff=1024, num_layers=4, num_heads=4),  # CPU DSI runs
+    "small": dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6),  # T5.1.1 sizes
+    "base": dict(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_heads=12),
+}
+
+
+def shift_right(targets: jax.Array, start_id: int = DECODER_START_ID) -> jax.Array:
+    """Decoder inputs for teacher forcing: [start, t_0, ..., t_{n-2}] along the last axis."""
+    start = jnp.full(targets.shape[:-1] + (1,), start_id, targets.dtype)
+    return jnp.concatenate([start, targets[..., :-1]], axis=-1)
+
+
+def relative_position_bucket(relative_position: jax.Array, bidirectional: bool,
+                             num_buckets: int, max_distance: int) -> jax.Array:
+    """T5's bucket of (key position - query position): exact for small distances, logarithmic
+    up to `max_distance`, then one last bucket; the causal variant folds positive offsets to 0.
+    The log is taken in float32, as the original and HF do, so boundaries match checkpoints."""
+    buckets = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).astype(relative_position.dtype) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    scaled = (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+              / math.log(max_distance / max_exact) * (num_buckets - max_exact))
+    large = jnp.minimum(max_exact + scaled.astype(distance.dtype), num_buckets - 1)
+    return buckets + jnp.where(distance < max_exact, distance, large)
+
+
+class Dense(nn.Module):
+    """x·W contracting the last `contract` axes of x; no bias (T5 has none); named kernel axes."""
+
+    features: tuple[int, ...]
+    axes: tuple[str, ...]  # kernel names: contracted input dims, then the `features` dims
+    stddev: float
+    contract: int = 1
+    dtype: Any = jnp.float32
+    precision: lax.PrecisionLike = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_shape = x.shape[x.ndim - self.contract:]
+        init = nn.with_logical_partitioning(nn.initializers.normal(self.stddev), self.axes)
+        kernel = self.param("kernel", init, in_shape + tuple(self.features), jnp.float32)
+        dims = ((tuple(range(x.ndim - self.contract, x.ndim)), tuple(range(self.contract))), ((), ()))
+        return lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), dims,
+                               precision=self.precision)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + eps) * scale, accumulated in float32 (T5LayerNorm)."""
+
+    epsilon: float = 1e-6
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                                                 ("embed",)), (x.shape[-1],))
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        return (x32 * scale).astype(self.dtype)
+
+
+class RelativePositionBias(nn.Module):
+    """The learned per-head bias [1, heads, q_len, k_len] of each relative position bucket."""
+
+    config: T5Config
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, q_len: int, k_len: int) -> jax.Array:
+        cfg = self.config
+        table = self.param("embedding", nn.with_logical_partitioning(
+            nn.initializers.normal(cfg.d_model**-0.5), (None, "heads")),
+            (cfg.relative_attention_num_buckets, cfg.num_heads), jnp.float32)
+        relative = jnp.arange(k_len)[None, :] - jnp.arange(q_len)[:, None]
+        buckets = relative_position_bucket(relative, self.bidirectional,
+                                           cfg.relative_attention_num_buckets,
+                                           cfg.relative_attention_max_distance)
+        bias = jnp.take(table, buckets, axis=0).transpose(2, 0, 1)[None]  # [1, H, Q, K]
+        return nn.with_logical_constraint(bias, (None, "heads", None, None))
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a boolean mask [B|1, 1, Q|1, K] and an optional additive bias;
+    softmax in float32, no 1/sqrt(d_kv) scaling."""
+
+    config: T5Config
+    precision: lax.PrecisionLike = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, memory: jax.Array, mask: jax.Array,
+                 bias: jax.Array | None, deterministic: bool) -> jax.Array:
+        cfg, dtype = self.config, self.config.compute_dtype
+        heads, d_kv, d = cfg.num_heads, cfg.d_kv, cfg.d_model
+
+        def proj(name: str, stddev: float) -> Dense:
+            return Dense((heads, d_kv), ("embed", "heads", "kv"), stddev, 1, dtype,
+                         self.precision, name=name)
+
+        axes = ("batch", "length", "heads", "kv")
+        q = nn.with_logical_constraint(proj("query", (d * d_kv) ** -0.5)(x), axes)
+        k = nn.with_logical_constraint(proj("key", d**-0.5)(memory), axes)
+        v = nn.with_logical_constraint(proj("value", d**-0.5)(memory), axes)
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # heads-major, as bert.py
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=self.precision).astype(jnp.float32)
+        if bias is not None:
+            scores = scores + bias.astype(jnp.float32)
+        probs = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1).astype(dtype)
+        probs = nn.Dropout(cfg.dropout_rate)(probs, deterministic=deterministic)
+        ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, v, precision=self.precision)
+        ctx = nn.with_logical_constraint(ctx.transpose(0, 2, 1, 3), axes)
+        out = Dense((d,), ("heads", "kv", "embed"), (heads * d_kv) ** -0.5, 2, dtype,
+                    self.precision, name="out")(ctx)
+        return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+
+
+class GatedMLP(nn.Module):
+    """wo(gelu_tanh(wi_0 x) * wi_1 x): T5.1.1's gated-GELU feed-forward."""
+
+    config: T5Config
+    precision: lax.PrecisionLike = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        cfg, dtype = self.config, self.config.compute_dtype
+
+        def wi(name: str) -> jax.Array:
+            h = Dense((cfg.d_ff,), ("embed", "mlp"), cfg.d_model**-0.5, 1, dtype,
+                      self.precision, name=name)(x)
+            return nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+
+        h = jax.nn.gelu(wi("wi_0"), approximate=True) * wi("wi_1")
+        h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
+        out = Dense((cfg.d_model,), ("mlp", "embed"), cfg.d_ff**-0.5, 1, dtype,
+                    self.precision, name="wo")(h)
+        return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+
+
+class EncoderLayer(nn.Module):
+    config: T5Config
+    precision: lax.PrecisionLike = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, bias: jax.Array,
+                 deterministic: bool) -> jax.Array:
+        cfg = self.config
+        drop = nn.Dropout(cfg.dropout_rate)
+        norm = lambda name: RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name=name)  # noqa: E731
+        h = norm("pre_attention_norm")(x)
+        h = Attention(cfg, self.precision, name="attention")(h, h, mask, bias, deterministic)
+        x = x + drop(h, deterministic=deterministic)
+        h = GatedMLP(cfg, self.precision, name="mlp")(norm("pre_mlp_norm")(x), deterministic)
+        return nn.with_logical_constraint(x + drop(h, deterministic=deterministic),
+                                          ("batch", "length", "embed"))
+
+
+class DecoderLayer(nn.Module):
+    config: T5Config
+    precision: lax.PrecisionLike = None
+
+    @nn.compact
+    def __call__(self, y: jax.Array, encoded: jax.Array, self_mask: jax.Array,
+                 cross_mask: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        drop = nn.Dropout(cfg.dropout_rate)
+        norm = lambda name: RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name=name)  # noqa: E731
+        h = norm("pre_self_attention_norm")(y)
+        h = Attention(cfg, self.precision, name="self_attention")(h, h, self_mask, bias,
+                                                                   deterministic)
+        y = y + drop(h, deterministic=deterministic)
+        h = norm("pre_cross_attention_norm")(y)
+        h = Attention(cfg, self.precision, name="cross_attention")(h, encoded, cross_mask, None,
+                                                                    deterministic)
+        y = y + drop(h, deterministic=deterministic)
+        h = GatedMLP(cfg, self.precision, name="mlp")(norm("pre_mlp_norm")(y), deterministic)
+        return nn.with_logical_constraint(y + drop(h, deterministic=deterministic),
+                                          ("batch", "length", "embed"))
+
+
+class Encoder(nn.Module):
+    """Embedded inputs [B, L, d] -> hidden states; padded positions never influence real ones."""
+
+    config: T5Config
+    precision: lax.PrecisionLike = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, input_mask: jax.Array, deterministic: bool) -> jax.Array:
+        cfg = self.config
+        mask = (input_mask > 0)[:, None, None, :]
+        bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(
+            x.shape[1], x.shape[1])
+        for i in range(cfg.num_layers):
+            x = EncoderLayer(cfg, self.precision, name=f"layer_{i}")(x, mask, bias, deterministic)
+        x = RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="final_norm")(x)
+        return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+
+class Decoder(nn.Module):
+    """Embedded decoder inputs [B, T, d] + encoder states -> final hidden states, causally."""
+
+    config: T5Config
+    precision: lax.PrecisionLike = None
+
+    @nn.compact
+    def __call__(self, y: jax.Array, encoded: jax.Array, input_mask: jax.Array,
+                 decoder_mask: jax.Array | None, deterministic: bool) -> jax.Array:
+        cfg, length = self.config, y.shape[1]
+        causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+        self_mask = causal if decoder_mask is None else causal & (decoder_mask > 0)[:, None, None, :]
+        cross_mask = (input_mask > 0)[:, None, None, :]
+        bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
+        for i in range(cfg.num_decoder_layers):
+            y = DecoderLayer(cfg, self.precision, name=f"layer_{i}")(
+                y, encoded, self_mask, cross_mask, bias, deterministic)
+        y = RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="final_norm")(y)
+        return nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
+
+
+class T5(nn.Module):
+    """input ids [B, Li] + mask, decoder input ids [B, T] (+ mask) -> logits [B, T, vocab].
+
+    Call `encode` once and `decode` per step (via `apply(..., method=...)`) when generating.
+    `precision` reaches every matmul (e.g. 'highest' to forbid TF32 on GPUs).
+    """
+
+    config: T5Config
+    precision: lax.PrecisionLike = None
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.shared = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype,
+                               embedding_init=nn.with_logical_partitioning(
+                                   nn.initializers.normal(1.0), ("vocab", "embed")))
+        self.encoder = Encoder(cfg, self.precision)
+        self.decoder = Decoder(cfg, self.precision)
+        if not cfg.tie_word_embeddings:
+            # Fan-in scaled (as t5x), not HF's std 1.0, so fresh logits start near unit scale.
+            self.lm_head = Dense((cfg.vocab_size,), ("embed", "vocab"), cfg.d_model**-0.5, 1,
+                                 cfg.compute_dtype, self.precision)
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+
+    def embed(self, ids: jax.Array, deterministic: bool) -> jax.Array:
+        ids = nn.with_logical_constraint(ids, ("batch", "length"))
+        x = self.dropout(self.shared(ids), deterministic=deterministic)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    def encode(self, input_ids: jax.Array, input_mask: jax.Array,
+               deterministic: bool = True) -> jax.Array:
+        """Encoder hidden states [B, Li, d_model]."""
+        return self.encoder(self.embed(input_ids, deterministic), input_mask, deterministic)
+
+    def decode(self, encoded: jax.Array, input_mask: jax.Array, decoder_input_ids: jax.Array,
+               decoder_mask: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+        """float32 logits [B, T, vocab] at every decoder position, causally masked: position t
+        sees decoder inputs 0..t only (and `decoder_mask` may hide padded inputs too)."""
+        y = self.decoder(self.embed(decoder_input_ids, deterministic), encoded, input_mask,
+                         decoder_mask, deterministic)
+        if self.config.tie_word_embeddings:
+            logits = self.shared.attend(y * self.config.d_model**-0.5)
+        else:
+            logits = self.lm_head(y)
+        return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def __call__(self, input_ids: jax.Array, input_mask: jax.Array, decoder_input_ids: jax.Array,
+                 decoder_mask: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+        encoded = self.encode(input_ids, input_mask, deterministic)
+        return self.decode(encoded, input_mask, decoder_input_ids, decoder_mask, deterministic)
