@@ -104,13 +104,50 @@ def _array_leaves(tree: Any) -> list[tuple[str, Any]]:
     return out
 
 
+def _host_leaf_fingerprint(x: np.ndarray) -> tuple[int, int] | None:
+    """`_leaf_fingerprint` in numpy, for leaves this process holds whole; None where the dtype
+    has no 1/2/4-byte bit view (those go through the device path). Same sums, bit for bit."""
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8)
+    size = x.dtype.itemsize
+    if x.dtype.kind == "c" or size not in (1, 2, 4):
+        return None
+    words = np.ascontiguousarray(x).view({1: np.uint8, 2: np.uint16, 4: np.uint32}[size])
+    words = words.reshape(-1).astype(np.uint64)
+    index = np.arange(words.size, dtype=np.uint64) % np.uint64(2**32)
+    weights = ((index * np.uint64(2) + np.uint64(1)) * np.uint64(_GOLDEN)) % np.uint64(2**32)
+    # uint64 sums wrap mod 2**64, a multiple of 2**32, so the final mod is exact.
+    plain = int(np.sum(words, dtype=np.uint64)) % 2**32
+    weighted = int(np.sum(words * weights, dtype=np.uint64)) % 2**32
+    return plain, weighted
+
+
+def _is_whole_here(leaf: Any) -> bool:
+    return (jax.process_count() == 1 and (not isinstance(leaf, jax.Array)
+                                          or leaf.is_fully_addressable))
+
+
 def fingerprint(tree: Any) -> list[list[Any]]:
-    """One [path, dtype, shape, sum, weighted_sum] row per array leaf (sums None if unsupported)."""
+    """One [path, dtype, shape, sum, weighted_sum] row per array leaf (sums None if unsupported).
+
+    In a single process the sums are computed on the host: per-leaf device programs with
+    cross-device reductions deadlocked XLA's CPU collectives on an oversubscribed machine
+    (8 simulated devices on 2 cores). Multi-process runs reduce on device, so every process gets
+    the global sums; both paths give identical numbers (tests/training/test_checkpoints.py)."""
     leaves = _array_leaves(tree)
     arrays = [jnp.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf for _, leaf in leaves]
-    sums = [_fingerprint_leaf(a) for a in arrays]  # None for dtypes without a bit view
-    # The sums are replicated; this process's copy suffices. One transfer for all leaves.
-    host = jax.device_get([None if pair is None else pair.addressable_data(0) for pair in sums])
+    host_sums: list[tuple[int, int] | None] = []
+    device: dict[int, Any] = {}
+    for i, array in enumerate(arrays):
+        pair = (_host_leaf_fingerprint(np.asarray(jax.device_get(array)))
+                if _is_whole_here(array) else None)
+        host_sums.append(pair)
+        if pair is None:
+            device[i] = _fingerprint_leaf(array)  # None for dtypes without a bit view
+    # The device sums are replicated; this process's copy suffices. One transfer for all.
+    fetched = jax.device_get({i: None if p is None else p.addressable_data(0)
+                              for i, p in device.items()})
+    host = [fetched[i] if i in fetched else pair for i, pair in enumerate(host_sums)]
     rows = []
     for (path, _), array, pair in zip(leaves, arrays, host):
         values = [None, None] if pair is None else [int(v) for v in pair]

@@ -389,3 +389,18 @@ def test_relative_directory_is_accepted(tmp_path, monkeypatch):
     assert step == 1
     np.testing.assert_array_equal(restored["w"], state["w"])
     assert (tmp_path / "rel" / "checkpoints" / "1").is_dir()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int32", "uint8", "bool", "float16"])
+def test_host_fingerprint_equals_the_device_reduction(dtype):
+    from irjax.training.checkpoints import _fingerprint_leaf, _host_leaf_fingerprint
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(37, 5, 3)) * 100).astype(dtype)
+    device = [int(v) for v in jax.device_get(_fingerprint_leaf(x))]
+    assert list(_host_leaf_fingerprint(np.asarray(x))) == device
+    swapped = np.asarray(x).copy().reshape(-1)
+    swapped[[0, 1]] = swapped[[1, 0]]
+    if swapped[0] != swapped[1]:   # a swap changes the weighted sum only
+        host = _host_leaf_fingerprint(swapped.reshape(x.shape))
+        assert host[0] == device[0] and host[1] != device[1]
