@@ -1,0 +1,111 @@
+"""Ancestral sampling with top-k and nucleus (top-p) filtering, e.g. docT5query-style query
+generation: several diverse queries per document, each row stopping at its own EOS.
+
+The model interface is the one `constrained_beam_search` uses: `log_prob_fn(decoder_input_ids
+[N, L], step) -> [N, V]` logits for position `step` (or `log_prob_fn(ids, step, context)` when
+`context` is given). Rows are document-major: row `b * num_samples + s` is sample s of input b.
+Filtering order follows common practice: temperature, then top-k, then top-p.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from irjax.decoding.constrained_beam_search import (LogProbFn, call_log_prob_fn,
+                                                      positive_int)
+from irjax.index.docid_trie import EOS_ID, PAD_ID
+
+
+def filter_logits(logits: jax.Array, top_k: int | None = None,
+                  top_p: float | None = None) -> jax.Array:
+    """Logits [..., V] with tokens outside the top-k, then outside the nucleus, set to -inf.
+
+    Top-k keeps exactly k tokens (ties at the k-th value broken by lower id). The nucleus is the
+    smallest set of most likely tokens whose probability reaches top_p; the most likely token is
+    always kept.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    vocab = logits.shape[-1]
+    if top_k is not None and top_k < vocab:
+        _, keep_ids = lax.top_k(logits, top_k)
+        keep = jnp.zeros(logits.shape, bool)
+        keep = jnp.put_along_axis(keep, keep_ids, True, axis=-1, inplace=False)
+        logits = jnp.where(keep, logits, -jnp.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = lax.top_k(logits, vocab)                # full descending sort
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        keep_sorted = mass_before < top_p
+        keep = jnp.put_along_axis(jnp.zeros(logits.shape, bool), order, keep_sorted, axis=-1,
+                                  inplace=False)
+        logits = jnp.where(keep, logits, -jnp.inf)
+    return logits
+
+
+def sample_sequences(log_prob_fn: LogProbFn, rng: jax.Array, batch_size: int, num_samples: int,
+                     max_length: int, eos_id: int = EOS_ID, top_k: int | None = None,
+                     top_p: float | None = None, temperature: float = 1.0,
+                     context: Any = None) -> tuple[jax.Array, jax.Array]:
+    """Samples `num_samples` sequences per input.
+
+    Returns (tokens int32 [B, num_samples, max_length], lengths int32 [B, num_samples]). A row's
+    length counts its tokens up to and including EOS (max_length if it never emitted EOS);
+    everything after is pad (0). top_k=1 is greedy decoding.
+    """
+    batch_size = positive_int(batch_size, "batch_size")
+    num_samples = positive_int(num_samples, "num_samples")
+    max_length = positive_int(max_length, "max_length")
+    eos_id = positive_int(eos_id, "eos_id")  # also rules out pad (0)
+    if top_k is not None:
+        top_k = positive_int(top_k, "top_k")
+    if top_p is not None:
+        top_p = float(top_p)
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    temperature = float(temperature)
+    if not (temperature > 0.0 and np.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}; "
+                         "for greedy decoding use top_k=1")
+    rng = jnp.asarray(rng) if not isinstance(rng, jax.Array) else rng
+    return _sample(rng, context, log_prob_fn=log_prob_fn, batch_size=batch_size,
+                   num_samples=num_samples, max_length=max_length, eos_id=eos_id, top_k=top_k,
+                   top_p=top_p, temperature=temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("log_prob_fn", "batch_size", "num_samples",
+                                             "max_length", "eos_id", "top_k", "top_p",
+                                             "temperature"))
+def _sample(rng: jax.Array, context: Any, *, log_prob_fn: LogProbFn, batch_size: int,
+            num_samples: int, max_length: int, eos_id: int, top_k: int | None,
+            top_p: float | None, temperature: float) -> tuple[jax.Array, jax.Array]:
+    rows = batch_size * num_samples
+    init = (jnp.int32(0), jnp.full((rows, max_length), PAD_ID, jnp.int32),
+            jnp.zeros((rows,), bool), jnp.full((rows,), max_length, jnp.int32))
+
+    def keep_going(state: tuple[jax.Array, ...]) -> jax.Array:
+        step, _, done, _ = state
+        return (step < max_length) & ~jnp.all(done)
+
+    def step_fn(state: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        step, tokens, done, lengths = state
+        logits = call_log_prob_fn(log_prob_fn, tokens, step, context)
+        if not 0 < eos_id < logits.shape[-1]:
+            raise ValueError(f"eos_id={eos_id} is outside the vocabulary of size "
+                             f"{logits.shape[-1]} that log_prob_fn returns")
+        logits = filter_logits(logits / temperature, top_k, top_p)
+        token = jax.random.categorical(jax.random.fold_in(rng, step), logits, axis=-1)
+        token = jnp.where(done, PAD_ID, token).astype(jnp.int32)
+        tokens = tokens.at[:, step].set(token)
+        ended = ~done & (token == eos_id)
+        lengths = jnp.where(ended, step + 1, lengths)
+        return step + 1, tokens, done | ended, lengths
+
+    _, tokens, _, lengths = lax.while_loop(keep_going, step_fn, init)
+    return (tokens.reshape(batch_size, num_samples, max_length),
+            lengths.reshape(batch_size, num_samples))
+

@@ -1,0 +1,109 @@
+"""Sampling: top_k=1 is greedy, top-k and nucleus filtering never sample outside their sets,
+EOS ends a row (pad after, length recorded), and arguments are checked."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from irjax.decoding import filter_logits, sample_sequences
+from irjax.index.docid_trie import EOS_ID, PAD_ID
+from tests.decoding.toy_models import linear_context, linear_model
+
+# Tokens 2..5 and EOS with fixed probabilities; pad never.
+_PROBS = np.array([0.0, 0.04, 0.5, 0.3, 0.1, 0.06])
+_LOGITS = np.log(np.where(_PROBS > 0, _PROBS, 1e-30)).astype(np.float32)
+
+
+def _fixed(ids, step):
+    return jnp.broadcast_to(jnp.asarray(_LOGITS), (ids.shape[0], _LOGITS.size))
+
+
+def _greedy(context, batch, length):
+    """Reference greedy decoding, one eager step at a time."""
+    embed, queries, out = (np.asarray(x, np.float64) for x in context)
+    tokens = np.zeros((batch, length), np.int32)
+    done = np.zeros(batch, bool)
+    for step in range(length):
+        inputs = np.pad(tokens[:, :-1], ((0, 0), (1, 0)))
+        logits = linear_model(inputs, step, (embed, queries, out))
+        token = np.where(done, PAD_ID, logits.argmax(axis=-1))
+        tokens[:, step] = token
+        done |= token == EOS_ID
+    return tokens
+
+
+def test_top_k_1_is_greedy():
+    vocab, batch, length = 12, 3, 7
+    context = linear_context(vocab, batch, seed=4)
+    expected = _greedy(context, batch, length)
+    for seed in (0, 1):
+        tokens, lengths = sample_sequences(linear_model, jax.random.PRNGKey(seed), batch, 2, length,
+                                           top_k=1, context=context)
+        tokens = np.asarray(tokens)
+        assert tokens.shape == (batch, 2, length)
+        for s in range(2):
+            np.testing.assert_array_equal(tokens[:, s], expected)
+        ended = (expected == EOS_ID).any(axis=1)
+        want = np.where(ended, (expected == EOS_ID).argmax(axis=1) + 1, length)
+        np.testing.assert_array_equal(np.asarray(lengths), np.stack([want] * 2, axis=1))
+
+
+@pytest.mark.parametrize("top_p, nucleus", [(0.75, {2, 3}), (0.85, {2, 3, 4}), (0.3, {2})])
+def test_nucleus_sampling_stays_in_the_nucleus(top_p, nucleus):
+    tokens, lengths = sample_sequences(_fixed, jax.random.PRNGKey(0), 4, 500, 1, top_p=top_p)
+    sampled = np.asarray(tokens)[..., 0].ravel()
+    assert set(sampled.tolist()) == nucleus           # never outside, and every member shows up
+    if nucleus == {2, 3}:                             # renormalised 0.5 : 0.3
+        assert abs(np.mean(sampled == 2) - 0.625) < 0.05
+    assert (np.asarray(lengths) == 1).all()
+
+
+def test_top_k_sampling_stays_in_the_top_k():
+    tokens, _ = sample_sequences(_fixed, jax.random.PRNGKey(1), 2, 500, 1, top_k=2)
+    assert set(np.asarray(tokens).ravel().tolist()) == {2, 3}
+    tokens, _ = sample_sequences(_fixed, jax.random.PRNGKey(1), 2, 500, 1, temperature=2.0)
+    assert set(np.asarray(tokens).ravel().tolist()) == {1, 2, 3, 4, 5}
+
+
+def test_filter_logits():
+    logits = jnp.asarray(np.stack([_LOGITS, _LOGITS[::-1]]))
+    kept = np.isfinite(np.asarray(filter_logits(logits, top_k=3, top_p=0.7)))
+    assert kept[0].tolist() == [False, False, True, True, False, False]
+    assert kept[1].tolist() == [False, False, True, True, False, False][::-1]
+    tied = np.isfinite(np.asarray(filter_logits(jnp.zeros((1, 5)), top_k=2)))
+    assert tied.sum() == 2                            # exactly k even under ties
+    np.testing.assert_array_equal(filter_logits(logits), logits)
+
+
+def _stop_at(ids, step, stops):
+    """Emits token 2 + row % 3 until step == stops[row], then EOS; later rows must stay pad."""
+    rows = jnp.arange(ids.shape[0])
+    onehot = jax.nn.one_hot(jnp.where(step == stops, EOS_ID, 2 + rows % 3), 6)
+    return jnp.where(onehot > 0, 10.0, -10.0)
+
+
+def test_eos_stops_rows_and_pads_after():
+    stops = jnp.asarray([0, 3, 99, 1])                # 99: never stops within max_length
+    tokens, lengths = sample_sequences(_stop_at, jax.random.PRNGKey(0), 2, 2, 6, top_k=1,
+                                       context=stops)
+    tokens, lengths = np.asarray(tokens).reshape(4, 6), np.asarray(lengths).ravel()
+    assert lengths.tolist() == [1, 4, 6, 2]
+    for row, length in enumerate(lengths):
+        assert not tokens[row, length:].any()
+        assert (tokens[row, :length - 1] == 2 + row % 3).all()
+    assert [tokens[r, lengths[r] - 1] for r in (0, 1, 3)] == [EOS_ID] * 3
+    assert EOS_ID not in tokens[2]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"temperature": 0.0}, "temperature"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"top_k": 0}, "top_k"),
+    ({"eos_id": 0}, "eos_id"),
+    ({"eos_id": 6}, "outside the vocabulary"),
+    ({"max_length": 0}, "max_length"),
+])
+def test_argument_errors(kwargs, match):
+    args = {"max_length": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sample_sequences(_fixed, jax.random.PRNGKey(0), 1, 1, **args)
