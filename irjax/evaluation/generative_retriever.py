@@ -1,0 +1,96 @@
+"""Generative retrieval (DSI) as a `Retriever`: a query is encoded by T5, docids are decoded by
+trie-constrained beam search, and the ranked docids become a run for the usual evaluation.
+
+Only valid docids can come out (`DocidTrie` masks every step), and each comes with its sequence
+log-probability, so a run holds up to `beam_size` documents per query: R@10 (= Hits@10), RR@10
+and nDCG@10 are meaningful with beam_size >= 10, deeper cut-offs need a wider beam.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from irjax.data.collection import Collection
+from irjax.data.docids import DocidScheme
+from irjax.data.tokenization import SentencePieceTokenizer, pad_sequences
+from irjax.decoding.constrained_beam_search import constrained_beam_search
+from irjax.evaluation.runs import Run
+from irjax.index.docid_trie import DocidTrie
+from irjax.models.seq2seq import Seq2SeqModel
+
+
+class GenerativeRetriever:
+    """DSI retrieval over the docids of `scheme`; see the module docstring."""
+
+    def __init__(self, model: Seq2SeqModel, params: Any, scheme: DocidScheme,
+                 tokenizer: SentencePieceTokenizer | None = None, beam_size: int = 20,
+                 batch_size: int = 32, inputs_max_length: int = 64, name: str = "dsi",
+                 doc_ids: list[str] | None = None):
+        if scheme.vocab_size > model.config.vocab_size:
+            raise ValueError(f"docid scheme needs a vocabulary of {scheme.vocab_size} but the model "
+                             f"has {model.config.vocab_size}; build the model with the scheme's size")
+        self.model = model
+        self.params = jax.device_put(params)
+        self.scheme = scheme
+        self.tokenizer = tokenizer or SentencePieceTokenizer()
+        self.beam_size = beam_size
+        self.batch_size = batch_size
+        self.inputs_max_length = inputs_max_length
+        self.name = name
+        self.timings: dict[str, float] = {}
+        # Restricting to `doc_ids` (e.g. the documents indexed so far in continual indexing)
+        # builds the trie over those docids only.
+        allowed = scheme.doc_ids if doc_ids is None else doc_ids
+        self._allowed = list(allowed)
+        self.trie = DocidTrie.build([scheme.docid_tokens(d) for d in self._allowed],
+                                    model.config.vocab_size)
+        self._encode = jax.jit(model.encode)
+        self._log_prob_fn = _make_log_prob_fn(model)
+
+    def rank(self, texts: list[str]) -> list[list[tuple[str, float]]]:
+        """Per text, (doc id, log-probability) of up to beam_size docids, best first."""
+        out: list[list[tuple[str, float]]] = []
+        b, beam = self.batch_size, self.beam_size
+        seqs = self.tokenizer.tokenize(texts, self.inputs_max_length)
+        for start in range(0, len(seqs), b):
+            part = seqs[start : start + b]
+            batch = pad_sequences(part + [part[0]] * (b - len(part)), self.tokenizer.pad_id,
+                                  pad_to=self.inputs_max_length)
+            encoded = self._encode(self.params, batch.ids, batch.mask)
+            context = (self.params, jnp.repeat(encoded, beam, axis=0),
+                       jnp.repeat(jnp.asarray(batch.mask), beam, axis=0))
+            _, scores, doc_index = constrained_beam_search(self._log_prob_fn, self.trie, b, beam,
+                                                           context=context)
+            scores, doc_index = np.asarray(scores), np.asarray(doc_index)
+            for row in range(len(part)):
+                out.append([(self._allowed[int(d)], float(s))
+                            for d, s in zip(doc_index[row], scores[row]) if d >= 0])
+        return out
+
+    def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
+        self.scheme.check_documents(collection)
+        start = time.perf_counter()
+        ranked = self.rank(list(queries.values()))
+        seconds = time.perf_counter() - start
+        self.timings.update(decode_s=seconds, queries_per_s=len(queries) / max(seconds, 1e-9))
+        return {qid: dict(docs[:k]) for qid, docs in zip(queries, ranked)}
+
+
+@functools.lru_cache(maxsize=8)
+def _make_log_prob_fn(model: Seq2SeqModel):
+    """One long-lived function (a static argument of the compiled search): the decoder over the
+    whole 0-padded prefix, read at position `step`. Docids are a few tokens long, so recomputing
+    the prefix each step costs less than managing a key/value cache."""
+
+    def log_prob_fn(decoder_input_ids: jax.Array, step: jax.Array, context: Any) -> jax.Array:
+        params, encoded, mask = context
+        logits = model.decode(params, encoded, mask, decoder_input_ids)   # [N, L, V]
+        return lax.dynamic_index_in_dim(logits, step, axis=1, keepdims=False)
+
+    return log_prob_fn
