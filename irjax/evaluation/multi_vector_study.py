@@ -40,7 +40,7 @@ from irjax.index.xtr_scoring import xtr_score_candidates
 
 CANDIDATE_COUNTS = (10, 20, 50, 100, 200, 500, 1000)
 RECALL_TARGETS = (0.8, 0.9, 0.95)
-UNION_K_PRIMES = (16, 32, 64, 128, 256, 512, 1024)
+UNION_K_PRIMES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 def _truth(run: dict[str, dict[str, float]], depth: int) -> dict[str, set[str]]:
@@ -106,6 +106,7 @@ def candidate_curves(collection: Collection, queries: dict[str, str], truth: dic
 
 def study_multi_vector(collection: Collection, base: MaxSimRetriever, workdir: str | Path,
                        k_prime: int = 1024, token_index_kind: str = "scann",
+                       token_index_options: dict[str, Any] | None = None,
                        muvera_candidates: Sequence[int] = (100, 1000),
                        fde: FDEConfig | None = None, include_xtr_exact: bool = False,
                        truth_depth: int = 10, top_k: int = 100) -> dict[str, Any]:
@@ -125,6 +126,7 @@ def study_multi_vector(collection: Collection, base: MaxSimRetriever, workdir: s
         records["xtr_bruteforce"] = evaluate_on_collection(collection, exact, workdir / "xtr_bruteforce",
                                                       top_k)
     xtr = XtrIndexRetriever(base, k_prime=k_prime, index_kind=token_index_kind, scoring="xtr",
+                            index_options=token_index_options,
                             name=f"{name}+xtr-{token_index_kind}")
     key = f"xtr_{token_index_kind}"
     records[key] = evaluate_on_collection(collection, xtr, workdir / key, top_k)
@@ -156,6 +158,7 @@ def study_multi_vector(collection: Collection, base: MaxSimRetriever, workdir: s
              "cost": cost, "candidates": {"truth": f"exhaustive MaxSim top-{truth_depth}",
                                           **curves},
              "token_index": {**token_index.stats.__dict__, "kind": token_index.kind,
+                             "options": token_index.index_options,
                              "build_seconds": xtr.timings.get("build_token_index_s")},
              "fde": {**(muvera.fde.__dict__ if muvera else {}),
                      "output_dim": muvera.fde.output_dim if muvera else None}}
