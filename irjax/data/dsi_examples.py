@@ -34,7 +34,7 @@ from irjax.data.tokenization import SentencePieceTokenizer
 
 log = logging.getLogger(__name__)
 
-KINDS = ("indexing", "retrieval", "pseudo_query")
+KINDS = ("indexing", "retrieval", "pseudo_query", "query_generation")
 
 
 @dataclass(frozen=True)
