@@ -49,7 +49,8 @@ def register_all() -> None:
     from irjax.evaluation import bm25, evaluate, retrievers
     from irjax.index import base as index_base
     from irjax.models import dual_encoder
-    from irjax.training import retrieval_job, train_dual_encoder, train_multi_vector
+    from irjax.training import (continual_dsi, retrieval_job, train_dsi, train_dual_encoder,
+                                train_multi_vector, train_query_generator)
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
     gin.external_configurable(evaluate.compare_retrievers, "compare_retrievers")
@@ -61,6 +62,10 @@ def register_all() -> None:
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")
     gin.external_configurable(retrieval_job.DataConfig, "DataConfig")
     gin.external_configurable(train_multi_vector.train_multi_vector, "train_multi_vector")
+    gin.external_configurable(train_dsi.train_dsi, "train_dsi")
+    gin.external_configurable(train_dsi.DSIData, "DSIData")
+    gin.external_configurable(continual_dsi.continual_dsi, "continual_dsi")
+    gin.external_configurable(train_query_generator.train_query_generator, "train_query_generator")
     _REGISTERED = True
 
 
