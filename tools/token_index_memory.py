@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("scann:float32", "scann:int8", "exact:float32")
+VARIANTS = ("stream-only:float32", "scann:float32", "scann:int8", "exact:float32")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -36,29 +36,45 @@ def current_rss() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
+def current_anon_rss() -> int:
+    """Resident anonymous memory: RSS minus file-backed pages (the memmapped token files sit in
+    the page cache, count towards RSS, and are dropped by the kernel under memory pressure)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return current_rss()
+
+
 class PeakSampler:
-    """Maximum RSS seen while the `with` block runs (sampled, so a lower bound on the true peak)."""
+    """Maximum RSS (total and anonymous) seen while the `with` block runs; sampled every
+    `interval` seconds, so a lower bound on the true peak."""
 
     def __init__(self, interval: float = 0.02):
         self.interval = interval
         self.peak = 0
+        self.peak_anon = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        self.peak = max(self.peak, current_rss())
+        self.peak_anon = max(self.peak_anon, current_anon_rss())
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, current_rss())
+            self._sample()
             time.sleep(self.interval)
 
     def __enter__(self) -> "PeakSampler":
-        self.peak = current_rss()
+        self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, current_rss())
+        self._sample()
 
 
 def encode_chunks(dataset: str, out: Path, chunk_docs: int, doc_max_length: int) -> None:
@@ -111,11 +127,19 @@ def run_variant(chunk_dir: Path, variant: str) -> dict:
                 bounds = np.cumsum(z["lengths"])[:-1]
                 yield [str(i) for i in z["ids"]], np.split(z["tokens"], bounds)
 
-    baseline = current_rss()
+    baseline, baseline_anon = current_rss(), current_anon_rss()
     start = time.perf_counter()
-    with PeakSampler() as sampler:
-        index = TokenIndex.build_streaming(chunks(), kind=kind, dtype=dtype)
-    stats = index.stats
+    if kind == "stream-only":  # the chunked write alone, no ANN: what streaming itself costs
+        import tempfile
+
+        from irjax.index.token_index import TokenIndexStats
+        with tempfile.TemporaryDirectory() as tmp, PeakSampler() as sampler:
+            doc_ids, dim, n = TokenIndex._write_chunks(chunks(), Path(tmp), dtype)
+        stats = TokenIndexStats(len(doc_ids), n, dim, dtype, 4 * dim, 4 * dim * n, 4 * dim * n, 0)
+    else:
+        with PeakSampler() as sampler:
+            index = TokenIndex.build_streaming(chunks(), kind=kind, dtype=dtype)
+        stats = index.stats
     return {"variant": variant, "num_docs": stats.num_docs, "num_tokens": stats.num_tokens,
             "dim": stats.dim, "chunks": len(files), "raw_float32_bytes": stats.raw_float32_bytes,
             "stored_matrix_bytes": stats.stored_matrix_bytes,
@@ -123,6 +147,8 @@ def run_variant(chunk_dir: Path, variant: str) -> dict:
             "rss_baseline_bytes": baseline, "rss_peak_bytes": sampler.peak,
             "rss_growth_bytes": sampler.peak - baseline,
             "growth_over_raw": (sampler.peak - baseline) / stats.raw_float32_bytes,
+            "anon_growth_bytes": sampler.peak_anon - baseline_anon,
+            "anon_growth_over_raw": (sampler.peak_anon - baseline_anon) / stats.raw_float32_bytes,
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -153,11 +179,14 @@ def main() -> None:
     mib = 2 ** 20
     print(f"\n{args.dataset}: {rows[0]['num_docs']} docs, {rows[0]['num_tokens']:,} tokens x "
           f"{rows[0]['dim']} (raw float32 matrix {rows[0]['raw_float32_bytes'] / mib:.0f} MiB)")
-    print("| variant | bytes/token | stored matrix MiB | RSS growth during build MiB | growth / raw |")
-    print("|---|---|---|---|---|")
+    print("| variant | bytes/token | stored matrix MiB | peak RSS growth MiB (/ raw) | "
+          "of which anonymous MiB (/ raw) | build s |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['variant']} | {r['bytes_per_token']} | {r['stored_matrix_bytes'] / mib:.0f} | "
-              f"{r['rss_growth_bytes'] / mib:.0f} | {r['growth_over_raw']:.2f} |")
+              f"{r['rss_growth_bytes'] / mib:.0f} ({r['growth_over_raw']:.2f}) | "
+              f"{r['anon_growth_bytes'] / mib:.0f} ({r['anon_growth_over_raw']:.2f}) | "
+              f"{r['seconds']} |")
     out_path = ROOT / "tools" / "results" / f"token_index_memory_{args.dataset}.json"
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rows, indent=2) + "\n")
