@@ -352,7 +352,8 @@ def _read_ids(directory: Path, manifest: dict[str, Any]) -> list[str]:
 _REGISTRY: dict[str, type[Index]] = {}
 # Built-in backends are imported on first use so that, e.g., exact search never imports scann.
 _BUILTIN_MODULES = {"exact": "irjax.index.exact", "scann": "irjax.index.scann_index",
-                    "faiss": "irjax.index.faiss_index"}
+                    "faiss": "irjax.index.faiss_index",
+                    "scann_sharded": "irjax.index.sharded_scann"}
 
 
 def register_index(cls: type[Index]) -> type[Index]:

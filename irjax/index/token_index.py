@@ -9,9 +9,10 @@ and appends each chunk to raw files on disk, so the Python side never holds more
   token_doc.bin  int32 document index of every token row
   doc_offsets.bin int64 [num_docs + 1]: tokens of doc i are rows offsets[i]:offsets[i+1]
 
-The search structure (ScaNN or the exact JAX index, via `create_index`) is then built over the
-memmapped float32 matrix. Those backends keep their own in-memory copy, so peak memory is the
-search structure plus one chunk, not the search structure plus the whole corpus in Python lists.
+The search structure (via `create_index`) is then built over the memmapped float32 matrix. 'scann'
+and 'exact' keep their own in-memory copy (ScaNN peaks at ~2.4x the float32 matrix while it
+builds); 'scann_sharded' (`irjax.index.sharded_scann`) builds shard by shard and keeps only hash
+codes in RAM, rescoring candidates from disk, so its peak is one shard plus the codes.
 
 int8 storage is symmetric per-token quantisation (scale = max|x| / 127), costing dim + 4 bytes a
 token instead of 4 * dim; it serves `doc_tokens` (MaxSim reranking). The ANN is still built over
@@ -39,6 +40,8 @@ from irjax.index.xtr_scoring import xtr_score_candidates
 
 KIND = "token_index"
 DTYPES = ("float32", "int8")
+# 'scann_sharded' bounds the build's memory by a shard and keeps only hash codes in RAM.
+ANN_KINDS = ("scann", "exact", "scann_sharded")
 ANN_DIR = "ann"
 DOC_IDS_NAME = "doc_ids.json"
 _FILES = {"tokens": "tokens.bin", "scales": "scales.bin", "token_doc": "token_doc.bin",
@@ -107,8 +110,8 @@ class TokenIndex:
         when the index is garbage-collected, if not given)."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        if kind not in ("scann", "exact"):
-            raise ValueError(f"kind must be 'scann' or 'exact', got {kind!r}")
+        if kind not in ANN_KINDS:
+            raise ValueError(f"kind must be one of {ANN_KINDS}, got {kind!r}")
         directory = Path(tempfile.mkdtemp(prefix="irjax_tokens_", dir=workdir))
         owned = workdir is None
         try:
