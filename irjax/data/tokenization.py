@@ -134,10 +134,14 @@ def _do_lower_case(directory: Path) -> bool:
 
 
 def default_t5_spiece_path() -> Path:
-    """Finds T5's spiece.model under $IRJAX_ASSETS_DIR or the repo's sibling ../shared/assets."""
+    """Finds T5's spiece.model under $IRJAX_ASSETS_DIR, next to $IRJAX_DATA_DIR (the shared
+    layout keeps data/ and assets/ side by side), or in the repo's sibling ../shared/assets."""
     candidates = []
     if os.environ.get("IRJAX_ASSETS_DIR"):
         candidates.append(Path(os.environ["IRJAX_ASSETS_DIR"]) / "t5" / "spiece.model")
+    if os.environ.get("IRJAX_DATA_DIR"):
+        candidates.append(Path(os.environ["IRJAX_DATA_DIR"]).resolve().parent / "assets" / "t5"
+                          / "spiece.model")
     candidates.append(Path(__file__).resolve().parents[3] / "shared" / "assets" / "t5" / "spiece.model")
     for path in candidates:
         if path.exists():
