@@ -1,13 +1,15 @@
-"""Writes tests/fixtures/t5_tiny/: tiny random Hugging Face T5.1.1 checkpoints and their outputs.
+"""Writes tests/fixtures/t5_tiny/reference.npz: what transformers computes for tiny random T5.1.1s.
 
-irjax's T5 parity tests load these safetensors through `irjax.models.t5_import` and compare with
+No weights are committed: each variant's tensors come from `t5_tiny_checkpoint.tensor_values`
+(seeded numpy), their names and shapes as transformers saves them are stored in the npz, and the
+tests rebuild the safetensors checkpoint from those. irjax's T5 parity tests load it through `irjax.models.t5_import` and compare with
 what transformers' own T5ForConditionalGeneration computed, so the outputs must come from the
 PyTorch implementation, which irjax never imports. It lives in the gitignored .venv-ref (see
 tools/make_reference_vectors.py --setup; this script needs torch, transformers and safetensors):
 
     python tools/make_t5_reference.py     # re-runs itself under .venv-ref
 
-Two variants, each a directory with model.safetensors + config.json: 'untied' (T5.1.1: separate
+Two variants: 'untied' (T5.1.1: separate
 lm_head, no logit scaling; d_kv * heads != d_model so every transpose is exercised) and 'tied'
 (shared input/output embedding with logits scaled by d_model**-0.5; fewer encoder than decoder
 layers). reference.npz holds fixed inputs, each variant's encoder states and logits, and HF's
@@ -73,42 +75,47 @@ def fixed_inputs():
     return ids, mask, targets, target_mask, decoder_ids, decoder_mask
 
 
-def build(name: str, seed: int):
-    """A randomly initialised T5ForConditionalGeneration, untied by hand where asked:
-    transformers 5 always ties lm_head at construction and only unties when loading a checkpoint
-    that carries a different lm_head.weight."""
+def config_for(name: str) -> dict:
+    return {**COMMON, **VARIANTS[name]}
+
+
+def build(name: str):
+    """transformers' T5ForConditionalGeneration for a variant, untied where asked (transformers 5
+    always ties lm_head at construction and unties only when a checkpoint's lm_head differs)."""
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
-    torch.manual_seed(seed)
-    values = {**COMMON, **VARIANTS[name]}
-    values = {k: v for k, v in values.items() if k not in ("model_type", "architectures")}
+    values = {k: v for k, v in config_for(name).items() if k not in ("model_type", "architectures")}
     model = T5ForConditionalGeneration(T5Config(**values, attn_implementation="eager"))
     if not VARIANTS[name]["tie_word_embeddings"]:
-        weight = torch.randn(values["vocab_size"], values["d_model"]) * values["d_model"] ** -0.5
-        model.lm_head.weight = torch.nn.Parameter(weight)
-    with torch.no_grad():  # RMSNorm scales start at 1: perturb them so a missed one shows up
-        for pname, param in model.named_parameters():
-            if pname.endswith("layer_norm.weight"):
-                param.mul_(1 + 0.1 * torch.randn_like(param))
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
     return model.eval()
 
 
-def save(model, name: str, directory: Path) -> None:
-    """Writes config.json as the Hub's T5.1.1 checkpoints have it, and every tensor the model
-    uses (tied copies of shared.weight left out, as safetensors exports do)."""
-    from safetensors.torch import save_file
+def saved_tensor_names(model, name: str) -> list[str]:
+    """What a safetensors export holds: tied copies of shared.weight left out."""
+    names = [k for k in model.state_dict()
+             if k not in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")]
+    if VARIANTS[name]["tie_word_embeddings"]:
+        names.remove("lm_head.weight")
+    return names
 
-    tied = VARIANTS[name]["tie_word_embeddings"]
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    for alias in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
-        state.pop(alias, None)
-    if tied:
-        state.pop("lm_head.weight", None)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    config = {**COMMON, **VARIANTS[name], "d_kv": VARIANTS[name]["d_kv"]}
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+def load_seeded_values(model, name: str, seed: int) -> tuple[list[str], list[tuple[int, ...]]]:
+    """Fills the model with `t5_tiny_checkpoint.tensor_values`, the values the tests regenerate."""
+    import torch
+    from t5_tiny_checkpoint import checkpoint_tensors
+
+    names = saved_tensor_names(model, name)
+    state = model.state_dict()
+    shapes = [tuple(state[n].shape) for n in names]
+    values = checkpoint_tensors(seed, names, shapes)
+    with torch.no_grad():
+        for n in names:
+            state[n].copy_(torch.from_numpy(values[n]))
+        if VARIANTS[name]["tie_word_embeddings"]:
+            assert model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr()
+    return names, shapes
 
 
 def main() -> None:
@@ -116,6 +123,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     ensure_reference_python()
+    sys.path.insert(0, str(ROOT / "tools"))
 
     import numpy as np
     import torch
@@ -127,8 +135,12 @@ def main() -> None:
               "targets_mask": target_mask, "decoder_input_ids": decoder_ids,
               "decoder_mask": decoder_mask}
     for seed, name in enumerate(VARIANTS):
-        model = build(name, seed)
-        save(model, name, args.output / name)
+        model = build(name)
+        names, shapes = load_seeded_values(model, name, seed)
+        arrays[f"{name}_seed"] = np.array(seed)
+        arrays[f"{name}_tensor_names"] = np.array(names)
+        arrays[f"{name}_tensor_shapes"] = np.array(json.dumps(shapes))
+        arrays[f"{name}_config"] = np.array(json.dumps(config_for(name)))
         with torch.no_grad():
             out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                         decoder_input_ids=torch.tensor(decoder_ids),
@@ -147,6 +159,7 @@ def main() -> None:
                 offsets, bidirectional, buckets, distance).numpy()
     arrays["versions"] = np.array([f"torch={torch.__version__}",
                                    f"transformers={transformers.__version__}"])
+    args.output.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.output / "reference.npz", **arrays)
     total = sum(p.stat().st_size for p in args.output.rglob("*") if p.is_file())
     print(f"wrote {args.output} ({total / 1024:.1f} KB)")

@@ -1,5 +1,7 @@
-"""Hugging Face T5.1.1 import: parity with transformers' own outputs (tests/fixtures/t5_tiny,
-written by tools/make_t5_reference.py) and refusal of partial or mismatched checkpoints."""
+"""Hugging Face T5.1.1 import: parity with transformers' own outputs (tests/fixtures/t5_tiny/
+reference.npz and the seeded checkpoints it was computed from, tools/make_t5_reference.py) and refusal of partial or mismatched checkpoints."""
+import json
+import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -12,8 +14,24 @@ from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5, relative_position_bucket
 from irjax.models.t5_import import expected_shapes, load_t5, load_t5_params, name_map
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "t5_tiny"
-REFERENCE = np.load(FIXTURES / "reference.npz")
+REFERENCE = np.load(Path(__file__).resolve().parents[1] / "fixtures" / "t5_tiny" / "reference.npz")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from t5_tiny_checkpoint import write_checkpoint  # noqa: E402
+
+FIXTURES: Path  # the checkpoints' directory, set by the module fixture below
+
+
+@pytest.fixture(scope="module", autouse=True)
+def checkpoints(tmp_path_factory):
+    """The seeded checkpoints reference.npz was computed from (tools/make_t5_reference.py)."""
+    global FIXTURES
+    FIXTURES = tmp_path_factory.mktemp("t5_tiny")
+    for variant in ("untied", "tied"):
+        write_checkpoint(FIXTURES / variant, json.loads(str(REFERENCE[f"{variant}_config"])),
+                         int(REFERENCE[f"{variant}_seed"]),
+                         [str(n) for n in REFERENCE[f"{variant}_tensor_names"]],
+                         json.loads(str(REFERENCE[f"{variant}_tensor_shapes"])))
+    return FIXTURES
 
 
 @pytest.mark.parametrize("variant", ["untied", "tied"])
