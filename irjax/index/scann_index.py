@@ -89,6 +89,23 @@ def plan_scann(count: int, mode: str = "auto", num_leaves: int | None = None,
                      training_sample_size=min(count, _MAX_TRAINING_SAMPLE))
 
 
+def scann_builder(vectors: np.ndarray, plan: ScannPlan, dimensions_per_block: int,
+                  anisotropic_threshold: float) -> Any:
+    """A ScaNN builder for `plan`: brute force, or [tree +] anisotropic hashing; exact
+    reordering is left to the caller."""
+    # num_neighbors is only the default; every search passes its own k.
+    builder = scann.scann_ops_pybind.builder(vectors, 10, "dot_product")
+    if plan.mode == "brute_force":
+        return builder.score_brute_force()
+    if plan.mode == "tree":
+        builder = builder.tree(num_leaves=plan.num_leaves,
+                               num_leaves_to_search=plan.leaves_to_search,
+                               training_sample_size=plan.training_sample_size)
+    return builder.score_ah(dimensions_per_block,
+                            anisotropic_quantization_threshold=anisotropic_threshold,
+                            training_sample_size=plan.training_sample_size)
+
+
 @register_index
 class ScannIndex(Index):
     """ScaNN searcher; `mode='auto'` picks brute force or a tree from the corpus size."""
@@ -141,19 +158,9 @@ class ScannIndex(Index):
         plan = plan_scann(len(vectors), self.mode, self.num_leaves, self.leaves_to_search,
                           self.reorder_num_neighbors, self.search_fraction,
                           self.brute_force_below, self.tree_above)
-        # num_neighbors is only the default; every search passes its own k.
-        builder = scann.scann_ops_pybind.builder(vectors, 10, "dot_product")
-        if plan.mode == "brute_force":
-            builder = builder.score_brute_force()
-        else:
-            if plan.mode == "tree":
-                builder = builder.tree(num_leaves=plan.num_leaves,
-                                       num_leaves_to_search=plan.leaves_to_search,
-                                       training_sample_size=plan.training_sample_size)
-            builder = builder.score_ah(
-                self.dimensions_per_block,
-                anisotropic_quantization_threshold=self.anisotropic_threshold,
-                training_sample_size=plan.training_sample_size)
+        builder = scann_builder(vectors, plan, self.dimensions_per_block,
+                                self.anisotropic_threshold)
+        if plan.mode != "brute_force":
             builder = builder.reorder(plan.reorder_num_neighbors)
         self._searcher = builder.build()
         self.plan = plan

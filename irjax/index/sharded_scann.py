@@ -30,7 +30,7 @@ import scann
 
 from irjax.files import atomic_write_text
 from irjax.index.base import Index, IndexIntegrityError, register_index, validate_ids
-from irjax.index.scann_index import plan_scann
+from irjax.index.scann_index import plan_scann, scann_builder
 
 STORAGES = ("float32", "int8")
 _SHARDS = "shards.json"
@@ -87,11 +87,17 @@ class ShardedScannIndex(Index):
 
     # -- building: one shard in memory at a time ---------------------------------------------------
     def build(self, vectors: np.ndarray, ids: Sequence[str]) -> "ShardedScannIndex":
-        """Like `Index.build`, but reads `vectors` (e.g. a memmap) one shard at a time."""
+        """Like `Index.build`, but never converts or checks `vectors` (e.g. a memmap) as a whole:
+        `_build` reads, validates and indexes it one shard at a time."""
         if not hasattr(vectors, "shape") or len(vectors.shape) != 2 or vectors.shape[0] == 0:
             raise ValueError("vectors must be a non-empty 2-D array [count, dim]")
+        id_list = validate_ids(ids, int(vectors.shape[0]))
+        self._build(vectors)
+        self._set_ids(id_list, int(vectors.shape[1]))
+        return self
+
+    def _build(self, vectors: np.ndarray) -> None:
         count, dim = int(vectors.shape[0]), int(vectors.shape[1])
-        id_list = validate_ids(ids, count)
         self._dir = Path(tempfile.mkdtemp(prefix="irjax_sharded_scann_"))
         weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._searchers, self._plans, self._offsets = [], [], [0]
@@ -111,22 +117,11 @@ class ShardedScannIndex(Index):
                 else:
                     out.write(shard.tobytes())
         self._open_vectors(count, dim)
-        self._set_ids(id_list, dim)
-        return self
 
     def _add_shard(self, shard: np.ndarray) -> None:
         plan = plan_scann(len(shard), search_fraction=self.search_fraction)
-        builder = scann.scann_ops_pybind.builder(shard, 10, "dot_product")
-        if plan.mode == "brute_force":
-            builder = builder.score_brute_force()
-        else:
-            if plan.mode == "tree":
-                builder = builder.tree(num_leaves=plan.num_leaves,
-                                       num_leaves_to_search=plan.leaves_to_search,
-                                       training_sample_size=plan.training_sample_size)
-            builder = builder.score_ah(self.dimensions_per_block,
-                                       anisotropic_quantization_threshold=self.anisotropic_threshold,
-                                       training_sample_size=plan.training_sample_size)
+        builder = scann_builder(shard, plan, self.dimensions_per_block,
+                                self.anisotropic_threshold)   # no reorder: rescored from disk
         self._searchers.append(builder.build())
         self._plans.append({"mode": plan.mode, "rows": len(shard), "num_leaves": plan.num_leaves,
                             "leaves_to_search": plan.leaves_to_search})
@@ -138,9 +133,6 @@ class ShardedScannIndex(Index):
         self._vectors = np.memmap(self._dir / _VECTORS, dtype=dtype, mode="r", shape=(count, dim))
         self._scales = (np.memmap(self._dir / _SCALES, np.float32, "r", shape=(count,))
                         if self.storage == "int8" else None)
-
-    def _build(self, vectors: np.ndarray) -> None:  # build() is overridden
-        raise NotImplementedError
 
     # -- search --------------------------------------------------------------------------------
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
