@@ -1,7 +1,11 @@
 """Hugging Face T5.1.1 import: parity with transformers' own outputs (tests/fixtures/t5_tiny/
 reference.npz and the seeded checkpoints it was computed from, tools/make_t5_reference.py) and refusal of partial or mismatched checkpoints."""
+import atexit
+import functools
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -18,25 +22,29 @@ REFERENCE = np.load(Path(__file__).resolve().parents[1] / "fixtures" / "t5_tiny"
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 from t5_tiny_checkpoint import write_checkpoint  # noqa: E402
 
-FIXTURES: Path  # the checkpoints' directory, set by the module fixture below
 
 
-@pytest.fixture(scope="module", autouse=True)
-def checkpoints(tmp_path_factory):
-    """The seeded checkpoints reference.npz was computed from (tools/make_t5_reference.py)."""
-    global FIXTURES
-    FIXTURES = tmp_path_factory.mktemp("t5_tiny")
+@functools.lru_cache(maxsize=None)
+def checkpoint_root() -> Path:
+    """The seeded checkpoints reference.npz was computed from (tools/make_t5_reference.py),
+    written once per test session."""
+    root = Path(tempfile.mkdtemp(prefix="irjax_t5_tiny_"))
+    atexit.register(shutil.rmtree, root, True)
     for variant in ("untied", "tied"):
-        write_checkpoint(FIXTURES / variant, json.loads(str(REFERENCE[f"{variant}_config"])),
+        write_checkpoint(root / variant, json.loads(str(REFERENCE[f"{variant}_config"])),
                          int(REFERENCE[f"{variant}_seed"]),
                          [str(n) for n in REFERENCE[f"{variant}_tensor_names"]],
                          json.loads(str(REFERENCE[f"{variant}_tensor_shapes"])))
-    return FIXTURES
+    return root
+
+
+def checkpoint_dir(variant: str) -> Path:
+    return checkpoint_root() / variant
 
 
 @pytest.mark.parametrize("variant", ["untied", "tied"])
 def test_logits_match_hugging_face(variant):
-    config, params = load_t5(FIXTURES / variant)
+    config, params = load_t5(checkpoint_dir(variant))
     assert config.tie_word_embeddings == (variant == "tied")
     ref = REFERENCE
     module = T5(config)
@@ -66,7 +74,7 @@ def test_buckets_match_hugging_face():
 
 def test_name_map_covers_every_param_once():
     for variant in ("untied", "tied"):
-        config, _ = load_t5(FIXTURES / variant)
+        config, _ = load_t5(checkpoint_dir(variant))
         mapped = [path for path, _ in name_map(config).values()]
         assert len(mapped) == len(set(mapped))
         assert set(mapped) == set(expected_shapes(config))
@@ -75,8 +83,8 @@ def test_name_map_covers_every_param_once():
 def copy_checkpoint(tmp_path: Path, variant: str, edit) -> Path:
     target = tmp_path / variant
     target.mkdir()
-    (target / "config.json").write_text((FIXTURES / variant / "config.json").read_text())
-    tensors = load_file(str(FIXTURES / variant / "model.safetensors"))
+    (target / "config.json").write_text((checkpoint_dir(variant) / "config.json").read_text())
+    tensors = load_file(str(checkpoint_dir(variant) / "model.safetensors"))
     save_file(edit(tensors), str(target / "model.safetensors"))
     return target
 
@@ -98,7 +106,7 @@ def test_unexpected_and_misshapen_tensors_are_named(tmp_path):
         return tensors
 
     directory = copy_checkpoint(tmp_path, "untied", edit)
-    config, _ = load_t5(FIXTURES / "untied")
+    config, _ = load_t5(checkpoint_dir("untied"))
     with pytest.raises(CheckpointMismatchError) as err:
         load_t5_params(directory, config)
     message = str(err.value)
@@ -110,7 +118,7 @@ def test_unexpected_and_misshapen_tensors_are_named(tmp_path):
 def test_embedding_copies(tmp_path):
     """Exports that keep encoder/decoder.embed_tokens (or only those) load; a copy that differs
     from shared.weight, or a tied config given an untied lm_head, is refused."""
-    config, reference = load_t5(FIXTURES / "tied")
+    config, reference = load_t5(checkpoint_dir("tied"))
 
     def only_copies(tensors):
         shared = tensors.pop("shared.weight")
@@ -129,6 +137,6 @@ def test_embedding_copies(tmp_path):
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    config, _ = load_t5(FIXTURES / "tied")
+    config, _ = load_t5(checkpoint_dir("tied"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_t5_params(tmp_path, config)
