@@ -165,8 +165,9 @@ def train_dsi(
     records = [json.loads(Path(p).read_text()) for p in reference_metrics if Path(p).exists()]
     if dense_baseline:
         dense = TextEncoder.from_pretrained(pretrained, max_length=256)
-        records.append(evaluate_on_collection(evaluation, DenseRetriever(dense, index="exact"),
-                                              workdir_path / "dense"))
+        records.append(evaluate_on_collection(
+            evaluation, DenseRetriever(dense, index="exact", warm_queries=True),
+            workdir_path / "dense"))
     retriever = GenerativeRetriever(model, result.params, scheme, tokenizer, beam_size=beam_size,
                                     batch_size=eval_batch_size,
                                     inputs_max_length=data.inputs_max_length,
