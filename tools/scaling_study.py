@@ -8,7 +8,7 @@ every run at the same training compute.
 For each size N: `irjax.data.subcorpus` writes an N-document subset in BEIR layout (every
 document relevant to an eval or train query kept, random fill; WORKDIR/subsets/nN), then the
 unchanged training jobs run on it as subprocesses of `python -m irjax.main` (a fresh gin state
-each): --dsi-gin (gin/train/dsi_scifact.gin) and --de-gin (gin/train/minilm_scifact.gin), with
+each): --dsi-gin (gin/train/dsi_mini_scifact.gin) and --de-gin (gin/train/minilm_scifact.gin), with
 DATA_DIR pointing at the subset, into WORKDIR/runs/<family>/nN.
 
 Matched compute: a run's compute is its training FLOPs, 6 x params x tokens per part of the model
@@ -352,7 +352,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-split", default="test")
     p.add_argument("--train-split", default="train")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets")
-    p.add_argument("--dsi-gin", default="gin/train/dsi_scifact.gin")
+    p.add_argument("--dsi-gin", default="gin/train/dsi_mini_scifact.gin")
     p.add_argument("--de-gin", default="gin/train/minilm_scifact.gin")
     p.add_argument("--dsi-binding", action="append", default=[], help="extra gin binding (DSI)")
     p.add_argument("--de-binding", action="append", default=[], help="extra gin binding (DE)")

@@ -30,7 +30,7 @@ def test_dsi_config_trains_and_answers_training_queries(tmp_path, docids):
     # Evaluate on the *train* split: a model that learned its examples ranks their docid first.
     bindings = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", f"DOCIDS='{docids}'",
                 "SPLIT='train'", "train_dsi.num_steps = 200", *TINY]
-    gin_config.parse(["gin/train/dsi_scifact.gin"], bindings)
+    gin_config.parse(["gin/train/dsi_mini_scifact.gin"], bindings)
     gin_config.run_job()
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["num_queries"] == len(TRAIN)
@@ -48,7 +48,7 @@ def test_dsi_config_trains_and_answers_training_queries(tmp_path, docids):
 
     # Rerun on the finished workdir: restores, does not train, scores the same.
     gin.clear_config()
-    gin_config.parse(["gin/train/dsi_scifact.gin"], bindings)
+    gin_config.parse(["gin/train/dsi_mini_scifact.gin"], bindings)
     gin_config.run_job()
     again = json.loads((workdir / "metrics.json").read_text())
     assert again["metrics"] == metrics["metrics"]
@@ -59,9 +59,40 @@ def test_dsi_refuses_a_workdir_with_other_docids(tmp_path):
     data = write_collection(tmp_path / "tiny")
     workdir = tmp_path / "work"
     base = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "train_dsi.num_steps = 1", *TINY]
-    gin_config.parse(["gin/train/dsi_scifact.gin"], base + ["DOCIDS='atomic'"])
+    gin_config.parse(["gin/train/dsi_mini_scifact.gin"], base + ["DOCIDS='atomic'"])
     gin_config.run_job()
     gin.clear_config()
-    gin_config.parse(["gin/train/dsi_scifact.gin"], base + ["DOCIDS='naive_string'"])
+    gin_config.parse(["gin/train/dsi_mini_scifact.gin"], base + ["DOCIDS='naive_string'"])
     with pytest.raises(ValueError, match="atomic"):
         gin_config.run_job()
+
+
+def test_best_dsi_config_is_dsi_qg_at_small_scale():
+    """dsi_scifact.gin (the contract name) holds the measured best setup: T5-small in bfloat16
+    over 4 chunks per document, train queries and the QG run's pseudo queries."""
+    gin_config.parse(["gin/train/dsi_scifact.gin"], ["WORKDIR='w'"])
+    assert gin.query_parameter("train_dsi.t5_preset") == "small"
+    assert gin.query_parameter("train_dsi.t5_overrides")["dtype"] == "bfloat16"
+    assert gin.query_parameter("train_dsi.num_steps") == 4000
+    assert gin.query_parameter("DSIData.global_batch_size") == 256
+    assert gin.query_parameter("DSIData.chunks_per_doc") == 4
+    assert gin.query_parameter("PSEUDO_QUERIES/macro.value") == \
+        "workdir/qg_scifact/pseudo_queries.jsonl"
+
+
+def test_best_dsi_config_trains_on_pseudo_queries(tmp_path):
+    data = write_collection(tmp_path / "tiny")
+    pseudo = tmp_path / "pseudo_queries.jsonl"
+    pseudo.write_text("".join(json.dumps({"doc_id": d, "queries": [f"about {d}", f"what {d}"]})
+                              + "\n" for d in DOCS))
+    workdir = tmp_path / "work"
+    gin_config.parse(["gin/train/dsi_scifact.gin"], [
+        f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", f"PSEUDO_QUERIES='{pseudo}'",
+        "train_dsi.num_steps = 2", *TINY, "train_dsi.t5_overrides = {'dtype': 'bfloat16'}"])
+    gin_config.run_job()
+    summary = json.loads((workdir / "training_summary.json").read_text())
+    assert summary["t5"]["dtype"] == "bfloat16"
+    assert summary["data"]["chunks_per_doc"] == 4
+    assert f"pseudo_query: {2 * len(DOCS)} per epoch from {2 * len(DOCS)} examples" \
+        in summary["mixture"], summary["mixture"]
+    assert json.loads((workdir / "metrics.json").read_text())["num_queries"] == len(TEST)

@@ -86,4 +86,4 @@ def test_dsi_qg_config_defaults_to_the_qg_workdir():
     assert str(gin.query_parameter("DSIData.pseudo_queries")) == "%PSEUDO_QUERIES"
     assert gin.query_parameter("PSEUDO_QUERIES/macro.value") == \
         "workdir/qg_scifact/pseudo_queries.jsonl"
-    assert gin.query_parameter("train_dsi.docid_scheme") is not None   # dsi_scifact.gin included
+    assert gin.query_parameter("train_dsi.docid_scheme") is not None   # dsi_mini_scifact.gin included
