@@ -75,7 +75,6 @@ stage() {
   case $1 in
     qg)
       job qg gin/train/qg_scifact.gin "$ROOT/qg_scifact" \
-        --gin.train_query_generator.num_queries_per_doc=10 \
         --gin.train_query_generator.sample_batch_size=256 "${QG_EXTRA[@]}"
       local rc=$?; collect qg "$ROOT/qg_scifact"; return $rc ;;
     dsi_qg)
