@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from irjax.models.t5 import T5, T5Config, shift_right
+from irjax.models.t5 import T5, DecodeCache, T5Config, shift_right
 
 Batch = Mapping[str, jax.Array]
 
@@ -106,6 +106,20 @@ class Seq2SeqModel:
         logits[:, t] is the distribution of the token after decoder_input_ids[:, :t+1]."""
         return self.module.apply({"params": params}, encoded, inputs_mask, decoder_input_ids,
                                  method="decode")
+
+    def init_decode_cache(self, params: Any, encoded: jax.Array, inputs_mask: jax.Array,
+                          max_length: int) -> DecodeCache:
+        """State for up to `max_length` `decode_step`s: empty self-attention caches, and the
+        encoder states projected for cross-attention once."""
+        return self.module.apply({"params": params}, encoded, inputs_mask, max_length,
+                                 method="init_decode_cache")
+
+    def decode_step(self, params: Any, cache: DecodeCache, decoder_input_ids: jax.Array
+                    ) -> tuple[jax.Array, DecodeCache]:
+        """(logits [N, vocab] of position t = cache.index, the advanced cache) from that
+        position's decoder input ids [N]: `decode(...)[:, t]`, one position of work per step."""
+        return self.module.apply({"params": params}, cache, decoder_input_ids,
+                                 method="decode_step")
 
     # -- pieces ------------------------------------------------------------------------------
     def token_losses(self, logits: jax.Array, targets: jax.Array

@@ -9,17 +9,20 @@ pretrained checkpoints rely on it.
 
 Parameters and large activations carry the logical axis names 'vocab', 'embed', 'mlp', 'heads',
 'kv', 'batch', 'length' (see irjax/training/partitioning.py); `irjax.models.t5_import` fills this
-tree from Hugging Face checkpoints. Decoding recomputes the whole (short, padded) docid prefix, so
-there is no KV cache and `decode` is a pure function of fixed-shape arrays, usable inside jit.
+tree from Hugging Face checkpoints. `decode` recomputes the whole (short, padded) prefix, a pure
+function of fixed-shape arrays (enough for DSI's few docid tokens); `init_decode_cache` and
+`decode_step` decode one position per step instead, caching every layer's self-attention keys and
+values and projecting the encoder output for cross-attention once (query generation, ~32 tokens).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -120,6 +123,24 @@ def relative_position_bucket(relative_position: jax.Array, bidirectional: bool,
     return buckets + jnp.where(distance < max_exact, distance, large)
 
 
+class KeysValues(NamedTuple):
+    """Attention keys and values, heads-major [B, heads, K, d_kv] as attention consumes them (so a
+    cache is never transposed per step)."""
+
+    keys: jax.Array
+    values: jax.Array
+
+
+class DecodeCache(NamedTuple):
+    """State of incremental decoding: fixed shapes, so it can be a jit argument or a while_loop
+    carry. Built by `T5.init_decode_cache`, advanced by `T5.decode_step`."""
+
+    self_attention: tuple[KeysValues, ...]   # per layer [N, H, max_length, d_kv]; slots < index set
+    cross_attention: tuple[KeysValues, ...]  # per layer, of the encoder output: [N, H, Li, d_kv]
+    input_mask: jax.Array                    # [N, Li] encoder padding mask
+    index: jax.Array                         # int32 []: the decoder position the next step reads
+
+
 class Dense(nn.Module):
     """x·W contracting the last `contract` axes of x; no bias (T5 has none); named kernel axes."""
 
@@ -162,12 +183,14 @@ class RelativePositionBias(nn.Module):
     bidirectional: bool
 
     @nn.compact
-    def __call__(self, q_len: int, k_len: int) -> jax.Array:
+    def __call__(self, q_len: int, k_len: int, q_offset: jax.Array | int = 0) -> jax.Array:
+        """Queries sit at positions q_offset + [0, q_len), keys at [0, k_len): with q_len=1 and a
+        traced offset i this is row i of the full bias, one incremental decoding step's."""
         cfg = self.config
         table = self.param("embedding", nn.with_logical_partitioning(
             nn.initializers.normal(cfg.d_model**-0.5), (None, "heads")),
             (cfg.relative_attention_num_buckets, cfg.num_heads), jnp.float32)
-        relative = jnp.arange(k_len)[None, :] - jnp.arange(q_len)[:, None]
+        relative = jnp.arange(k_len)[None, :] - (q_offset + jnp.arange(q_len))[:, None]
         buckets = relative_position_bucket(relative, self.bidirectional,
                                            cfg.relative_attention_num_buckets,
                                            cfg.relative_attention_max_distance)
@@ -177,36 +200,57 @@ class RelativePositionBias(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head attention with a boolean mask [B|1, 1, Q|1, K] and an optional additive bias;
-    softmax in float32, no 1/sqrt(d_kv) scaling."""
+    softmax in float32, no 1/sqrt(d_kv) scaling. A call is `queries`, `keys_values`, `attend`, kept
+    separate so that incremental decoding can cache keys and values."""
 
     config: T5Config
     precision: lax.PrecisionLike = None
 
-    @nn.compact
-    def __call__(self, x: jax.Array, memory: jax.Array, mask: jax.Array,
-                 bias: jax.Array | None, deterministic: bool) -> jax.Array:
+    def setup(self) -> None:
         cfg, dtype = self.config, self.config.compute_dtype
         heads, d_kv, d = cfg.num_heads, cfg.d_kv, cfg.d_model
 
-        def proj(name: str, stddev: float) -> Dense:
-            return Dense((heads, d_kv), ("embed", "heads", "kv"), stddev, 1, dtype,
-                         self.precision, name=name)
+        def proj(stddev: float) -> Dense:
+            return Dense((heads, d_kv), ("embed", "heads", "kv"), stddev, 1, dtype, self.precision)
 
+        self.query = proj((d * d_kv) ** -0.5)
+        self.key = proj(d**-0.5)
+        self.value = proj(d**-0.5)
+        self.out = Dense((d,), ("heads", "kv", "embed"), (heads * d_kv) ** -0.5, 2, dtype,
+                         self.precision)
+        # The name the compact version gave it: it keys the dropout rng, so training is unchanged.
+        self.dropout = nn.Dropout(cfg.dropout_rate, name="Dropout_0")
+
+    def queries(self, x: jax.Array) -> jax.Array:
+        """Queries [B, heads, Q, d_kv] of x [B, Q, d_model]."""
+        q = nn.with_logical_constraint(self.query(x), ("batch", "length", "heads", "kv"))
+        return q.transpose(0, 2, 1, 3)
+
+    def keys_values(self, memory: jax.Array) -> KeysValues:
+        """Keys and values [B, heads, K, d_kv] of memory [B, K, d_model]."""
         axes = ("batch", "length", "heads", "kv")
-        q = nn.with_logical_constraint(proj("query", (d * d_kv) ** -0.5)(x), axes)
-        k = nn.with_logical_constraint(proj("key", d**-0.5)(memory), axes)
-        v = nn.with_logical_constraint(proj("value", d**-0.5)(memory), axes)
-        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # heads-major, as bert.py
-        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=self.precision).astype(jnp.float32)
+        k = nn.with_logical_constraint(self.key(memory), axes)
+        v = nn.with_logical_constraint(self.value(memory), axes)
+        return KeysValues(k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))
+
+    def attend(self, q: jax.Array, kv: KeysValues, mask: jax.Array, bias: jax.Array | None,
+               deterministic: bool) -> jax.Array:
+        """Attention output [B, Q, d_model] of `queries` over `keys_values`."""
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, kv.keys,
+                            precision=self.precision).astype(jnp.float32)
         if bias is not None:
             scores = scores + bias.astype(jnp.float32)
-        probs = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1).astype(dtype)
-        probs = nn.Dropout(cfg.dropout_rate)(probs, deterministic=deterministic)
-        ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, v, precision=self.precision)
-        ctx = nn.with_logical_constraint(ctx.transpose(0, 2, 1, 3), axes)
-        out = Dense((d,), ("heads", "kv", "embed"), (heads * d_kv) ** -0.5, 2, dtype,
-                    self.precision, name="out")(ctx)
-        return nn.with_logical_constraint(out, ("batch", "length", "embed"))
+        probs = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1)
+        probs = self.dropout(probs.astype(self.config.compute_dtype), deterministic=deterministic)
+        ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, kv.values, precision=self.precision)
+        ctx = nn.with_logical_constraint(ctx.transpose(0, 2, 1, 3),
+                                         ("batch", "length", "heads", "kv"))
+        return nn.with_logical_constraint(self.out(ctx), ("batch", "length", "embed"))
+
+    def __call__(self, x: jax.Array, memory: jax.Array, mask: jax.Array,
+                 bias: jax.Array | None, deterministic: bool) -> jax.Array:
+        # Queries first, as before the split: the order fixes how gradients are summed.
+        return self.attend(self.queries(x), self.keys_values(memory), mask, bias, deterministic)
 
 
 class GatedMLP(nn.Module):
@@ -253,23 +297,43 @@ class DecoderLayer(nn.Module):
     config: T5Config
     precision: lax.PrecisionLike = None
 
-    @nn.compact
+    def setup(self) -> None:
+        cfg = self.config
+        norm = lambda: RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype)  # noqa: E731
+        self.pre_self_attention_norm = norm()
+        self.self_attention = Attention(cfg, self.precision)
+        self.pre_cross_attention_norm = norm()
+        self.cross_attention = Attention(cfg, self.precision)
+        self.pre_mlp_norm = norm()
+        self.mlp = GatedMLP(cfg, self.precision)
+        self.dropout = nn.Dropout(cfg.dropout_rate, name="Dropout_0")  # as in Attention
+
     def __call__(self, y: jax.Array, encoded: jax.Array, self_mask: jax.Array,
                  cross_mask: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
-        cfg = self.config
-        drop = nn.Dropout(cfg.dropout_rate)
-        norm = lambda name: RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name=name)  # noqa: E731
-        h = norm("pre_self_attention_norm")(y)
-        h = Attention(cfg, self.precision, name="self_attention")(h, h, self_mask, bias,
-                                                                   deterministic)
-        y = y + drop(h, deterministic=deterministic)
-        h = norm("pre_cross_attention_norm")(y)
-        h = Attention(cfg, self.precision, name="cross_attention")(h, encoded, cross_mask, None,
-                                                                    deterministic)
-        y = y + drop(h, deterministic=deterministic)
-        h = GatedMLP(cfg, self.precision, name="mlp")(norm("pre_mlp_norm")(y), deterministic)
-        return nn.with_logical_constraint(y + drop(h, deterministic=deterministic),
-                                          ("batch", "length", "embed"))
+        drop = functools.partial(self.dropout, deterministic=deterministic)
+        h = self.pre_self_attention_norm(y)
+        y = y + drop(self.self_attention(h, h, self_mask, bias, deterministic))
+        h = self.pre_cross_attention_norm(y)
+        y = y + drop(self.cross_attention(h, encoded, cross_mask, None, deterministic))
+        h = self.mlp(self.pre_mlp_norm(y), deterministic)
+        return nn.with_logical_constraint(y + drop(h), ("batch", "length", "embed"))
+
+    def step(self, y: jax.Array, kv: KeysValues, cross_kv: KeysValues, self_mask: jax.Array,
+             cross_mask: jax.Array, bias: jax.Array, index: jax.Array
+             ) -> tuple[jax.Array, KeysValues]:
+        """`__call__` for the one position `index` (y [N, 1, d], no dropout): its keys and values
+        are written into the cache `kv` at `index`, then it attends over the cached positions."""
+        h = self.pre_self_attention_norm(y)
+        kv = KeysValues(*(lax.dynamic_update_slice_in_dim(cache, new.astype(cache.dtype), index,
+                                                          axis=2)
+                          for cache, new in zip(kv, self.self_attention.keys_values(h))))
+        attention = self.self_attention
+        y = y + attention.attend(attention.queries(h), kv, self_mask, bias, True)
+        h = self.pre_cross_attention_norm(y)
+        attention = self.cross_attention
+        y = y + attention.attend(attention.queries(h), cross_kv, cross_mask, None, True)
+        y = y + self.mlp(self.pre_mlp_norm(y), True)
+        return nn.with_logical_constraint(y, ("batch", "length", "embed")), kv
 
 
 class Encoder(nn.Module):
@@ -291,30 +355,61 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Embedded decoder inputs [B, T, d] + encoder states -> final hidden states, causally."""
+    """Embedded decoder inputs [B, T, d] + encoder states -> final hidden states, causally; or
+    one position at a time with a `DecodeCache` (`init_cache`, `step`)."""
 
     config: T5Config
     precision: lax.PrecisionLike = None
 
-    @nn.compact
+    def setup(self) -> None:
+        cfg = self.config
+        self.relpos_bias = RelativePositionBias(cfg, bidirectional=False)
+        self.layers = [DecoderLayer(cfg, self.precision, name=f"layer_{i}")
+                       for i in range(cfg.num_decoder_layers)]
+        self.final_norm = RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype)
+        self.dropout = nn.Dropout(cfg.dropout_rate, name="Dropout_0")  # as in Attention
+
     def __call__(self, y: jax.Array, encoded: jax.Array, input_mask: jax.Array,
                  decoder_mask: jax.Array | None, deterministic: bool) -> jax.Array:
-        cfg, length = self.config, y.shape[1]
+        length = y.shape[1]
         causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
         self_mask = causal if decoder_mask is None else causal & (decoder_mask > 0)[:, None, None, :]
         cross_mask = (input_mask > 0)[:, None, None, :]
-        bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
-        for i in range(cfg.num_decoder_layers):
-            y = DecoderLayer(cfg, self.precision, name=f"layer_{i}")(
-                y, encoded, self_mask, cross_mask, bias, deterministic)
-        y = RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="final_norm")(y)
-        return nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
+        bias = self.relpos_bias(length, length)
+        for layer in self.layers:
+            y = layer(y, encoded, self_mask, cross_mask, bias, deterministic)
+        return self.dropout(self.final_norm(y), deterministic=deterministic)
+
+    def init_cache(self, encoded: jax.Array, input_mask: jax.Array,
+                   max_length: int) -> DecodeCache:
+        cfg = self.config
+        shape = (encoded.shape[0], cfg.num_heads, max_length, cfg.d_kv)
+        empty = KeysValues(jnp.zeros(shape, cfg.compute_dtype), jnp.zeros(shape, cfg.compute_dtype))
+        return DecodeCache(
+            self_attention=tuple(empty for _ in self.layers),
+            cross_attention=tuple(layer.cross_attention.keys_values(encoded)
+                                  for layer in self.layers),
+            input_mask=input_mask, index=jnp.zeros((), jnp.int32))
+
+    def step(self, y: jax.Array, cache: DecodeCache) -> tuple[jax.Array, DecodeCache]:
+        """Final hidden state [N, 1, d] of position `cache.index`; the mask and position bias are
+        that row of the full causal ones, over all `max_length` cache slots."""
+        index, length = cache.index, cache.self_attention[0].keys.shape[2]
+        self_mask = (jnp.arange(length) <= index)[None, None, None, :]
+        cross_mask = (cache.input_mask > 0)[:, None, None, :]
+        bias = self.relpos_bias(1, length, index)
+        written = []
+        for layer, kv, cross_kv in zip(self.layers, cache.self_attention, cache.cross_attention):
+            y, kv = layer.step(y, kv, cross_kv, self_mask, cross_mask, bias, index)
+            written.append(kv)
+        return self.final_norm(y), cache._replace(self_attention=tuple(written), index=index + 1)
 
 
 class T5(nn.Module):
     """input ids [B, Li] + mask, decoder input ids [B, T] (+ mask) -> logits [B, T, vocab].
 
-    Call `encode` once and `decode` per step (via `apply(..., method=...)`) when generating.
+    When generating (via `apply(..., method=...)`), call `encode` once, then `decode` per step
+    over the whole prefix, or `init_decode_cache` once and `decode_step` per step.
     `precision` reaches every matmul (e.g. 'highest' to forbid TF32 on GPUs).
     """
 
@@ -350,11 +445,30 @@ class T5(nn.Module):
         sees decoder inputs 0..t only (and `decoder_mask` may hide padded inputs too)."""
         y = self.decoder(self.embed(decoder_input_ids, deterministic), encoded, input_mask,
                          decoder_mask, deterministic)
+        return self.logits(y)
+
+    def logits(self, y: jax.Array) -> jax.Array:
+        """float32 vocabulary logits [B, T, vocab] of final decoder states [B, T, d_model]."""
         if self.config.tie_word_embeddings:
             logits = self.shared.attend(y * self.config.d_model**-0.5)
         else:
             logits = self.lm_head(y)
         return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def init_decode_cache(self, encoded: jax.Array, input_mask: jax.Array,
+                          max_length: int) -> DecodeCache:
+        """An empty cache for up to `max_length` `decode_step`s over `encoded` [N, Li, d_model];
+        the encoder states are projected to cross-attention keys and values here, once."""
+        return self.decoder.init_cache(encoded, input_mask, max_length)
+
+    def decode_step(self, cache: DecodeCache, decoder_input_ids: jax.Array
+                    ) -> tuple[jax.Array, DecodeCache]:
+        """(float32 logits [N, vocab] of position t = cache.index, the cache advanced to t + 1),
+        given that position's decoder input ids [N] (the start id at t = 0, then the previous
+        token): `decode(...)[:, t]` of the prefix fed so far, without recomputing it. Dropout is
+        off; steps past the cache's max_length are not detected (jit cannot raise)."""
+        y, cache = self.decoder.step(self.embed(decoder_input_ids[:, None], True), cache)
+        return self.logits(y)[:, 0], cache
 
     def __call__(self, input_ids: jax.Array, input_mask: jax.Array, decoder_input_ids: jax.Array,
                  decoder_mask: jax.Array | None = None, deterministic: bool = True) -> jax.Array:

@@ -1,6 +1,7 @@
 """generate_queries: the one-position decoder matches T5.decode, the token rules (pad and
 undecodable ids never, EOS not before min_length) hold, output is a pure function of the seed,
-every document gets its count of queries, and decoding stops at EOS."""
+every document gets its count of queries, decoding stops at EOS, and the key/value cache samples
+the same queries as recomputing the prefix."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,8 +11,8 @@ import pytest
 from irjax.data.collection import Document
 from irjax.data.tokenization import SentencePieceTokenizer
 from irjax.decoding.query_generation import (decode_samples, document_texts, generate_queries,
-                                             query_log_prob_fn)
-from irjax.decoding.sampling import sample_sequences
+                                             query_log_prob_fn, query_step_fn)
+from irjax.decoding.sampling import sample_sequences, sample_sequences_with_state
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import EOS_ID, PAD_ID, T5Config
 
@@ -88,15 +89,29 @@ def test_eos_ends_a_query_and_is_not_allowed_early(params, tokenizer):
     flat = jax.tree_util.tree_map(lambda x: x, params)
     flat["decoder"]["final_norm"]["scale"] = jnp.zeros_like(flat["decoder"]["final_norm"]["scale"])
     context = _context(flat, tokenizer, 2)
+    state = (flat, MODEL.init_decode_cache(*context, 6))
     for min_length in (0, 3):
-        fn = query_log_prob_fn(MODEL, tokenizer.vocab_size, EOS_ID, min_length)
-        tokens, lengths = sample_sequences(fn, jax.random.PRNGKey(0), 2, 1, 6, top_k=1,
-                                           context=context)
+        rules = (MODEL, tokenizer.vocab_size, EOS_ID, min_length)
         want = [2] * min_length + [EOS_ID] + [PAD_ID] * (5 - min_length)
-        np.testing.assert_array_equal(np.asarray(tokens)[:, 0], [want, want])
-        np.testing.assert_array_equal(np.asarray(lengths), [[min_length + 1]] * 2)
+        for tokens, lengths in (
+                sample_sequences(query_log_prob_fn(*rules), jax.random.PRNGKey(0), 2, 1, 6,
+                                 top_k=1, context=context),
+                sample_sequences_with_state(query_step_fn(*rules), state, jax.random.PRNGKey(0),
+                                            2, 1, 6, top_k=1)):
+            np.testing.assert_array_equal(np.asarray(tokens)[:, 0], [want, want])
+            np.testing.assert_array_equal(np.asarray(lengths), [[min_length + 1]] * 2)
     nonblank = generate_queries(MODEL, flat, DOCS, tokenizer, 3, top_k=1, **SETTINGS)
     assert all(q == ["⁇"] * 3 for q in nonblank.values())  # unk, then EOS (min_length=1)
+
+
+@pytest.mark.parametrize("sampling", [{"top_k": 10}, {"top_k": None, "top_p": 0.9},
+                                      {"top_k": 5, "temperature": 0.7, "min_length": 8}])
+def test_cache_samples_the_same_queries(params, tokenizer, sampling):
+    cached = generate_queries(MODEL, params, DOCS, tokenizer, 4, seed=2, **SETTINGS, **sampling)
+    recomputed = generate_queries(MODEL, params, DOCS, tokenizer, 4, seed=2, use_cache=False,
+                                  **SETTINGS, **sampling)
+    assert cached == recomputed
+    assert len({q for qs in cached.values() for q in qs}) > 10        # diverse, not one string
 
 
 def test_decode_samples_stops_at_eos(tokenizer):

@@ -1,11 +1,12 @@
 """Sampling: top_k=1 is greedy, top-k and nucleus filtering never sample outside their sets,
-EOS ends a row (pad after, length recorded), and arguments are checked."""
+EOS ends a row (pad after, length recorded), arguments are checked, and a stateful one-position
+step_fn samples what the equivalent log_prob_fn does."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from irjax.decoding import filter_logits, sample_sequences
+from irjax.decoding import filter_logits, sample_sequences, sample_sequences_with_state
 from irjax.index.docid_trie import EOS_ID, PAD_ID
 from tests.decoding.toy_models import linear_context, linear_model
 
@@ -107,3 +108,35 @@ def test_argument_errors(kwargs, match):
     args = {"max_length": 3, **kwargs}
     with pytest.raises(ValueError, match=match):
         sample_sequences(_fixed, jax.random.PRNGKey(0), 1, 1, **args)
+
+
+def _linear_step(inputs, step, state):
+    """`linear_model` incrementally: the position-weighted embedding sum is carried as state, and
+    only position `step`'s input is read."""
+    hidden, (embed, queries, out) = state
+    hidden = hidden + jnp.cos(0.9 * step + 0.5) * embed[inputs]
+    query = jnp.repeat(queries, inputs.shape[0] // queries.shape[0], axis=0)
+    return jnp.tanh(hidden + query) @ out, (hidden, (embed, queries, out))
+
+
+@pytest.mark.parametrize("settings", [{}, {"top_k": 3}, {"top_p": 0.8, "temperature": 1.5}])
+def test_stateful_step_fn_samples_like_log_prob_fn(settings):
+    vocab, batch, samples, length = 12, 3, 4, 7
+    context = linear_context(vocab, batch, seed=2)
+    hidden = jnp.zeros((batch * samples, context[0].shape[1]), jnp.float32)
+    for seed in (0, 1):
+        rng = jax.random.PRNGKey(seed)
+        want = sample_sequences(linear_model, rng, batch, samples, length, context=context,
+                                **settings)
+        got = sample_sequences_with_state(_linear_step, (hidden, context), rng, batch, samples,
+                                          length, **settings)
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+        assert len(np.unique(np.asarray(want[0]).reshape(-1, length), axis=0)) > 1  # not trivial
+
+
+def test_step_fn_must_return_one_row_per_sample():
+    def bad(inputs, step, state):
+        return jnp.zeros((inputs.shape[0],)), state
+    with pytest.raises(ValueError, match="step_fn returned"):
+        sample_sequences_with_state(bad, jnp.zeros(()), jax.random.PRNGKey(0), 1, 2, 3)
