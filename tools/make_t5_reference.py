@@ -2,18 +2,19 @@
 
 No weights are committed: each variant's tensors come from `t5_tiny_checkpoint.tensor_values`
 (seeded numpy), their names and shapes as transformers saves them are stored in the npz, and the
-tests rebuild the safetensors checkpoint from those. irjax's T5 parity tests load it through `irjax.models.t5_import` and compare with
-what transformers' own T5ForConditionalGeneration computed, so the outputs must come from the
-PyTorch implementation, which irjax never imports. It lives in the gitignored .venv-ref (see
-tools/make_reference_vectors.py --setup; this script needs torch, transformers and safetensors):
+tests rebuild the safetensors checkpoint from those. irjax's T5 parity tests load it through
+`irjax.models.t5_import` and compare with what transformers' own T5ForConditionalGeneration
+computed, so the outputs must come from the PyTorch implementation, which irjax never imports. It
+lives in the gitignored .venv-ref (see tools/make_reference_vectors.py --setup; this script needs
+torch, transformers and safetensors):
 
     python tools/make_t5_reference.py     # re-runs itself under .venv-ref
 
-Two variants: 'untied' (T5.1.1: separate
-lm_head, no logit scaling; d_kv * heads != d_model so every transpose is exercised) and 'tied'
-(shared input/output embedding with logits scaled by d_model**-0.5; fewer encoder than decoder
-layers). reference.npz holds fixed inputs, each variant's encoder states and logits, and HF's
-relative-position buckets for a range of offsets. Everything stays under 300 KB.
+Two variants: 'untied' (T5.1.1: separate lm_head, no logit scaling; d_kv * heads != d_model so
+every transpose is exercised) and 'tied' (shared input/output embedding with logits scaled by
+d_model**-0.5; fewer encoder than decoder layers). reference.npz holds fixed inputs, each
+variant's encoder states and logits, and HF's relative-position buckets for a range of offsets.
+Everything stays under 300 KB.
 """
 from __future__ import annotations
 

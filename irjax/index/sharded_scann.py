@@ -30,18 +30,13 @@ import scann
 
 from irjax.files import atomic_write_text
 from irjax.index.base import Index, IndexIntegrityError, register_index, validate_ids
+from irjax.index.quantization import quantize_int8
 from irjax.index.scann_index import plan_scann, scann_builder
 
 STORAGES = ("float32", "int8")
 _SHARDS = "shards.json"
 _VECTORS = "vectors.bin"
 _SCALES = "scales.bin"
-
-
-def _quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scale = np.abs(rows).max(axis=1) / 127.0
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    return np.clip(np.rint(rows / scale[:, None]), -127, 127).astype(np.int8), scale
 
 
 @register_index
@@ -111,7 +106,7 @@ class ShardedScannIndex(Index):
                                      f"{start}..{start + len(shard) - 1}; fix the encoder output")
                 self._add_shard(shard)
                 if self.storage == "int8":
-                    q, s = _quantize(shard)
+                    q, s = quantize_int8(shard)
                     out.write(q.tobytes())
                     scales.write(s.tobytes())
                 else:

@@ -36,6 +36,7 @@ import numpy as np
 from irjax.files import atomic_directory, atomic_write_text, sha256_file
 from irjax.index.base import (FORMAT_VERSION, MANIFEST_NAME, Index, IndexIntegrityError,
                               create_index, ids_checksum, load_index, read_manifest, verify_files)
+from irjax.index.quantization import quantize_int8
 from irjax.index.xtr_scoring import xtr_score_candidates
 
 KIND = "token_index"
@@ -60,15 +61,6 @@ class TokenIndexStats:
     stored_matrix_bytes: int
     raw_float32_bytes: int
     peak_rss_bytes: int  # ru_maxrss of the process after the build (a lifetime maximum)
-
-
-def quantize_int8(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row int8 quantisation; all-zero rows get scale 1 so they decode to zero."""
-    x = np.asarray(vectors, dtype=np.float32)
-    scale = np.abs(x).max(axis=1) / 127.0 if x.size else np.zeros(len(x), np.float32)
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    q = np.clip(np.rint(x / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
 
 
 def _peak_rss_bytes() -> int:

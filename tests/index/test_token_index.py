@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from irjax.index.base import IndexIntegrityError
-from irjax.index.token_index import TokenIndex, quantize_int8
+from irjax.index.quantization import quantize_int8
+from irjax.index.token_index import TokenIndex
 from irjax.index.xtr_scoring import maxsim_rerank, retrieve_tokens
 
 

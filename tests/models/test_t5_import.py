@@ -1,5 +1,6 @@
 """Hugging Face T5.1.1 import: parity with transformers' own outputs (tests/fixtures/t5_tiny/
-reference.npz and the seeded checkpoints it was computed from, tools/make_t5_reference.py) and refusal of partial or mismatched checkpoints."""
+reference.npz and the seeded checkpoints it was computed from, tools/make_t5_reference.py) and
+refusal of partial or mismatched checkpoints."""
 import atexit
 import functools
 import json
@@ -21,7 +22,6 @@ from irjax.models.t5_import import expected_shapes, load_t5, load_t5_params, nam
 REFERENCE = np.load(Path(__file__).resolve().parents[1] / "fixtures" / "t5_tiny" / "reference.npz")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 from t5_tiny_checkpoint import write_checkpoint  # noqa: E402
-
 
 
 @functools.lru_cache(maxsize=None)
