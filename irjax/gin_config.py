@@ -46,17 +46,18 @@ def register_all() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    from irjax.evaluation import bm25, evaluate, retrievers
+    from irjax.evaluation import evaluate
     from irjax.index import base as index_base
     from irjax.models import dual_encoder
-    from irjax.training import (continual_dsi, retrieval_job, train_dsi, train_dual_encoder,
-                                train_multi_vector, train_query_generator)
+    from irjax.retrieval import bm25, dense
+    from irjax.jobs import (continual_dsi, retrieval_job, train_dsi, train_dual_encoder,
+                            train_multi_vector, train_query_generator)
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
     gin.external_configurable(evaluate.compare_retrievers, "compare_retrievers")
     gin.external_configurable(bm25.BM25Retriever, "BM25Retriever")
-    gin.external_configurable(retrievers.SparseRetriever, "SparseRetriever")
-    gin.external_configurable(retrievers.DenseRetriever, "DenseRetriever")
+    gin.external_configurable(bm25.SparseRetriever, "SparseRetriever")
+    gin.external_configurable(dense.DenseRetriever, "DenseRetriever")
     gin.external_configurable(dual_encoder.TextEncoder.from_pretrained, "pretrained_encoder")
     gin.external_configurable(index_base.create_index, "create_index")
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")

@@ -23,7 +23,7 @@ def _main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from irjax import gin_config  # heavy imports only after flag parsing
-    from irjax.training.distributed import initialize_distributed
+    from irjax.parallel.distributed import initialize_distributed
 
     initialize_distributed()  # before any device is touched; a no-op for one process
 

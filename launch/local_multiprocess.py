@@ -2,7 +2,7 @@
 
 This is how multi-host training is exercised on one machine: every process gets
 JAX_PLATFORMS=cpu, XLA_FLAGS=--xla_force_host_platform_device_count=K and the IRJAX_* variables
-that `irjax.training.distributed.initialize_distributed` reads (a shared free localhost port as
+that `irjax.parallel.distributed.initialize_distributed` reads (a shared free localhost port as
 coordinator). Output lines are prefixed with the process id; if any process fails the others
 are killed, since the survivors would otherwise hang in a collective until their timeout.
 

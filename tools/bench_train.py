@@ -62,7 +62,7 @@ def matmul_peak_gflops(n: int, dtype: str = "float32", repeats: int = 10) -> flo
 def build_train_state(trainer: Any, host_example: dict) -> tuple[Any, Any, str]:
     """(state, shardings, source) via the trainer's own `_starting_state`, as a new run would
     start: against an empty checkpoint directory, so imported weights (or scratch) are used."""
-    from irjax.training import partitioning as pt
+    from irjax.parallel import partitioning as pt
     from irjax.training.checkpoints import Checkpointer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,7 +207,7 @@ class IrjaxSteps:
         """Loss with dropout off on the current params: must match the torch side's eval loss."""
         import dataclasses
 
-        from irjax.training import partitioning as pt
+        from irjax.parallel import partitioning as pt
 
         model = dataclasses.replace(self.model, dropout=False)
         with pt.with_sharding_rules(self.trainer.mesh, self.trainer.rules):
@@ -217,7 +217,7 @@ class IrjaxSteps:
 
     def step(self, host_batch: dict) -> tuple[float, float]:
         """(seconds, loss) of one step as Trainer.train runs it, blocking on the new state."""
-        from irjax.training import partitioning as pt
+        from irjax.parallel import partitioning as pt
 
         mesh = self.trainer.mesh
         start = time.perf_counter()

@@ -126,7 +126,7 @@ def main() -> None:
 
     from irjax.models.bert import BertConfig, flops_per_token
     from irjax.models.dual_encoder_training import DualEncoderModel
-    from irjax.training import partitioning as pt
+    from irjax.parallel import partitioning as pt
     from irjax.training.optimizer import OptimizerConfig
     from irjax.training.trainer import Trainer
 

@@ -12,7 +12,7 @@ each): --dsi-gin (gin/train/dsi_mini_scifact.gin) and --de-gin (gin/train/minilm
 DATA_DIR pointing at the subset, into WORKDIR/runs/<family>/nN.
 
 Matched compute: a run's compute is its training FLOPs, 6 x params x tokens per part of the model
-(irjax.training.compute_budget), from the configs' shapes -- read from the same gin files and
+(irjax.models.compute_budget), from the configs' shapes -- read from the same gin files and
 bindings the job gets. The budget is --budget-flops, or --budget-steps dual-encoder steps; each
 family gets round(budget / its FLOPs per step) steps, so the families differ from the budget by at
 most half a step. With --budget-scaling linear the budget grows with N (the given one is for the
@@ -117,7 +117,7 @@ def read_settings(family: str, gin_file: str, bindings: list[str]) -> dict[str, 
     import gin
 
     from irjax import gin_config
-    from irjax.training import retrieval_job, train_dsi, train_dual_encoder
+    from irjax.jobs import retrieval_job, train_dsi, train_dual_encoder
 
     gin.clear_config()
     try:
@@ -147,7 +147,7 @@ def step_cost(family: str, settings: dict[str, Any], data_dir: Path, run_dir: Pa
               train_split: str) -> Any:
     """FLOPs of one step. For DSI the docid scheme fixes the vocabulary and target length, so it
     is built here and saved as the run's docids.json, which the job then loads instead."""
-    from irjax.training import compute_budget as cb
+    from irjax.models import compute_budget as cb
 
     if family == "dual_encoder":
         from irjax.models.bert import BertConfig
@@ -159,7 +159,7 @@ def step_cost(family: str, settings: dict[str, Any], data_dir: Path, run_dir: Pa
             settings["doc_max_length"], settings["num_hard_negatives"], settings["shared_towers"])
     from irjax.data.collection import load_collection
     from irjax.models.t5 import T5Config
-    from irjax.training.train_dsi import docid_scheme_for, model_vocab_size
+    from irjax.jobs.train_dsi import docid_scheme_for, model_vocab_size
 
     scheme = docid_scheme_for(load_collection(data_dir, train_split), run_dir,
                               settings["docid_scheme"], settings["scheme_options"] or {},
@@ -173,7 +173,7 @@ def step_cost(family: str, settings: dict[str, Any], data_dir: Path, run_dir: Pa
 def recorded_steps(family: str, run_dir: Path, planned: Any) -> int:
     """The steps the job trained, after checking that the shapes it recorded (training_summary.json,
     docids.json) give the planned FLOPs per step: a config the study misread cannot go unnoticed."""
-    from irjax.training import compute_budget as cb
+    from irjax.models import compute_budget as cb
 
     summary = json.loads((run_dir / "training_summary.json").read_text())
     data = summary["data"]
@@ -384,7 +384,7 @@ def plan_runs(args: argparse.Namespace, workdir: Path
               ) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
     """The budget, the shape settings read from gin, and every run with its steps and command.
     Sets `args.costs[(family, size)]`, the planned StepCost that finished runs are checked against."""
-    from irjax.training.compute_budget import steps_for_budget
+    from irjax.models.compute_budget import steps_for_budget
 
     subset = lambda n: workdir / "subsets" / f"n{n}"  # noqa: E731
     run_dir = lambda f, n: workdir / "runs" / f / f"n{n}"  # noqa: E731

@@ -89,8 +89,8 @@ def encode_chunks(dataset: str, out: Path, chunk_docs: int, doc_max_length: int)
     import numpy as np
 
     from irjax.data.tokenization import WordPieceTokenizer
-    from irjax.evaluation.evaluate import open_collection
-    from irjax.evaluation.multi_vector_retriever import MaxSimRetriever, punctuation_ids
+    from irjax.data.resolve import open_collection
+    from irjax.retrieval.multi_vector import MaxSimRetriever, punctuation_ids
     from irjax.models.bert import BertConfig
     from irjax.models.multi_vector import MultiVectorModel
     from irjax.models.pretrained import load_checkpoint

@@ -51,7 +51,7 @@ import numpy as np
 from irjax.data.tas_sampler import TASBalancedSampler, balanced_choice
 from irjax.data.tokenization import pad_sequences
 from irjax.data.training_examples import TrainingPair
-from irjax.training.partitioning import process_shard
+from irjax.parallel.processes import process_shard
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from irjax.data.collection import Collection, load_collection
 from irjax.files import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -166,3 +167,14 @@ def _download(name: str, cache: Path, url: str | None, sha256: str | None) -> Pa
             archive.unlink()
     logger.info("dataset %s ready at %s", name, target)
     return target.resolve()
+
+
+def open_collection(dataset: str, split: str, data_dir: str | None = None,
+                    download: bool = False) -> Collection:
+    """The `split` of a dataset name or folder, resolved as above, with its load report logged."""
+    path = resolve_dataset(dataset, data_dir=data_dir, download=download)
+    collection = load_collection(path, split)
+    summary = collection.report.summary()
+    if summary:
+        logger.info("loading %s/%s:\n%s", collection.name, split, summary)
+    return collection

@@ -38,7 +38,7 @@ import numpy as np
 
 from irjax.data.dsi_examples import DSIMixture
 from irjax.data.tokenization import pad_sequences
-from irjax.training.partitioning import process_shard
+from irjax.parallel.processes import process_shard
 
 log = logging.getLogger(__name__)
 

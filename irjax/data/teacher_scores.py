@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from irjax.evaluation.runs import Run, rank_documents, write_trec_run
+from irjax.data.runs import Run, rank_documents, write_trec_run
 from irjax.files import atomic_write_text
 
 log = logging.getLogger(__name__)

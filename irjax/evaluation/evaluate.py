@@ -11,24 +11,15 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from irjax.data.collection import Collection, load_collection
-from irjax.data.resolve import resolve_dataset
+from irjax.data.collection import Collection
+from irjax.data.resolve import open_collection
 from irjax.evaluation.metrics import DEFAULT_MEASURES, evaluate_run, save_per_query
 from irjax.evaluation.report import comparison_table
-from irjax.evaluation.retrievers import Retriever
-from irjax.evaluation.runs import write_trec_run
+from irjax.retrieval.base import Retriever
+from irjax.data.runs import write_trec_run
 from irjax.files import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-
-def open_collection(dataset: str, split: str, data_dir: str | None = None, download: bool = False) -> Collection:
-    path = resolve_dataset(dataset, data_dir=data_dir, download=download)
-    collection = load_collection(path, split)
-    summary = collection.report.summary()
-    if summary:
-        log.info("loading %s/%s:\n%s", collection.name, split, summary)
-    return collection
 
 
 def evaluate_on_collection(

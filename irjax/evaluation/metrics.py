@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import ir_measures
 
-from irjax.evaluation.runs import Qrels, Run, rank_documents
+from irjax.data.runs import Qrels, Run, rank_documents
 from irjax.files import atomic_write_text
 
 DEFAULT_MEASURES: tuple[str, ...] = ("nDCG@10", "R@10", "R@100", "RR@10")

@@ -30,10 +30,10 @@ import numpy as np
 
 from irjax.data.collection import Collection
 from irjax.evaluation.evaluate import evaluate_on_collection
-from irjax.evaluation.multi_vector_retriever import MaxSimRetriever
+from irjax.retrieval.multi_vector import MaxSimRetriever
 from irjax.evaluation.report import comparison_table
-from irjax.evaluation.runs import read_trec_run
-from irjax.evaluation.token_retrievers import MuveraRetriever, XtrIndexRetriever
+from irjax.data.runs import read_trec_run
+from irjax.retrieval.token_retrievers import MuveraRetriever, XtrIndexRetriever
 from irjax.files import atomic_write_text
 from irjax.index.fde import FDEConfig
 from irjax.index.xtr_scoring import xtr_score_candidates

@@ -8,7 +8,7 @@ scores are *not* divided by sqrt(d_kv): T5 folds that factor into the query init
 pretrained checkpoints rely on it.
 
 Parameters and large activations carry the logical axis names 'vocab', 'embed', 'mlp', 'heads',
-'kv', 'batch', 'length' (see irjax/training/partitioning.py); `irjax.models.t5_import` fills this
+'kv', 'batch', 'length' (see irjax/parallel/partitioning.py); `irjax.models.t5_import` fills this
 tree from Hugging Face checkpoints. `decode` recomputes the whole (short, padded) prefix, a pure
 function of fixed-shape arrays (enough for DSI's few docid tokens); `init_decode_cache` and
 `decode_step` decode one position per step instead, caching every layer's self-attention keys and

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from irjax.training.partitioning import DEFAULT_RULES, LogicalRules, logical_shardings, replicated
+from irjax.parallel.partitioning import DEFAULT_RULES, LogicalRules, logical_shardings, replicated
 
 PyTree = Any
 

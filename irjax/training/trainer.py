@@ -32,7 +32,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from irjax.training import partitioning as pt
+from irjax.parallel import partitioning as pt
+from irjax.parallel.processes import is_logging_process
 from irjax.training.checkpoints import Checkpointer
 from irjax.training.metrics_writer import MetricsWriter
 from irjax.training.model import TrainableModel
@@ -293,7 +294,7 @@ class Trainer:
             log.info("training steps %d..%d from %s", start + 1, num_steps, source)
             train_step = self._train_step(shardings)
             bar = tqdm(total=num_steps, initial=start, unit="step", dynamic_ncols=True,
-                       disable=not (self.progress_bar and pt.is_logging_process()))
+                       disable=not (self.progress_bar and is_logging_process()))
             last: dict[str, float] = {}
             eval_metrics: dict[str, float] = {}
             pending: tuple[int, dict] | None = None

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, workdir: Path, mesh=None) -> dict[str, Any]:
     from irjax.models.bert import BertConfig
     from irjax.models.dual_encoder_training import DualEncoderModel
     from irjax.training.optimizer import OptimizerConfig
-    from irjax.training.partitioning import process_shard
+    from irjax.parallel.processes import process_shard
     from irjax.training.trainer import Trainer
 
     config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
@@ -91,7 +91,7 @@ def main() -> int:
     import jax
     jax.config.update("jax_compilation_cache_dir", str(ROOT / ".cache" / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    from irjax.training.partitioning import create_mesh
+    from irjax.parallel.partitioning import create_mesh
 
     result = {"sharded": run(args, args.workdir)}
     if args.reference:

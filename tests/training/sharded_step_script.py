@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from irjax.training.distributed import initialize_distributed
+from irjax.parallel.distributed import initialize_distributed
 
 VOCAB, EMBED, MLP, HEADS, KV = 32, 16, 32, 2, 8
 GLOBAL_BATCH, LENGTH = 16, 8
@@ -31,7 +31,8 @@ def run(data: int, model: int, steps: int, devices=None) -> dict:
     from flax import traverse_util
     from jax.experimental import multihost_utils
 
-    from irjax.training import partitioning as pt
+    from irjax.parallel import partitioning as pt
+    from irjax.parallel import processes
 
     class Dense(nn.Module):
         """Contracts the last `contract` axes; kernel and bias carry logical names. (flax's
@@ -105,7 +106,7 @@ def run(data: int, model: int, steps: int, devices=None) -> dict:
 
     tokens = np.random.default_rng(0).integers(0, VOCAB, (steps, GLOBAL_BATCH, LENGTH),
                                                dtype=np.int32)
-    mine = pt.process_shard(GLOBAL_BATCH)
+    mine = processes.process_shard(GLOBAL_BATCH)
     losses, donated, hlo = [], [], ""
     with pt.with_sharding_rules(mesh, rules):
         for i in range(steps):
@@ -139,7 +140,7 @@ def error_checks(data: int, model: int) -> dict:
     """Messages of the errors that need several local devices to trigger."""
     import numpy as np
 
-    from irjax.training import partitioning as pt
+    from irjax.parallel import partitioning as pt
 
     mesh = pt.create_mesh(data, model)
     messages = {}
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from irjax.training.partitioning import is_logging_process
+    from irjax.parallel.processes import is_logging_process
 
     result = {"sharded": run(args.data, args.model, args.steps),
               "collectives": jax.config.jax_cpu_collectives_implementation}

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, workdir: Path, mesh=None) -> dict[str, Any]:
     from irjax.models.seq2seq import Seq2SeqModel
     from irjax.models.t5 import T5Config
     from irjax.training.optimizer import OptimizerConfig
-    from irjax.training.partitioning import process_shard
+    from irjax.parallel.processes import process_shard
     from irjax.training.trainer import Trainer
 
     config = T5Config.preset("tiny", vocab_size=VOCAB, d_model=16, d_kv=4, d_ff=32,
@@ -95,7 +95,7 @@ def main() -> int:
     import jax
     jax.config.update("jax_compilation_cache_dir", str(ROOT / ".cache" / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    from irjax.training.partitioning import create_mesh
+    from irjax.parallel.partitioning import create_mesh
 
     result = {"sharded": run(args, args.workdir)}
     if args.reference:

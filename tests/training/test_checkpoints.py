@@ -325,7 +325,7 @@ def multihost_fallback_check(directory: str) -> None:
     from jax.experimental import multihost_utils
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from irjax.training.distributed import initialize_distributed
+    from irjax.parallel.distributed import initialize_distributed
 
     initialize_distributed()
     mesh = Mesh(np.array(jax.devices()), ("data",))

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from irjax.training.distributed import initialize_distributed
+from irjax.parallel.distributed import initialize_distributed
 
 from .test_partitioning import ROOT, SCRIPT, TOL, max_param_diff, run_step_script
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from irjax.training import partitioning as pt
+from irjax.parallel import partitioning as pt, processes
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("sharded_step_script.py")
@@ -109,18 +109,18 @@ def test_create_mesh_errors_say_what_to_do():
 @pytest.mark.parametrize("count", [1, 2, 3, 5])
 def test_process_shard_covers_every_item_once(count):
     for items in range(0, 23):
-        slices = [pt.process_shard(items, i, count) for i in range(count)]
+        slices = [processes.process_shard(items, i, count) for i in range(count)]
         covered = [j for s in slices for j in range(items)[s]]
         assert covered == list(range(items))  # contiguous, in process order, no overlap
         sizes = [s.stop - s.start for s in slices]
         assert max(sizes) - min(sizes) <= 1
     with pytest.raises(ValueError, match="process_index"):
-        pt.process_shard(10, count, count)
+        processes.process_shard(10, count, count)
 
 
 def test_process_shard_and_logging_default_to_this_process():
-    assert pt.process_shard(7) == slice(0, 7)
-    assert pt.is_logging_process()
+    assert processes.process_shard(7) == slice(0, 7)
+    assert processes.is_logging_process()
 
 
 def test_global_batch_shapes_and_errors():

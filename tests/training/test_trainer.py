@@ -24,7 +24,7 @@ from irjax.training.checkpoints import Checkpointer
 from irjax.training.metrics_writer import MetricsWriter
 from irjax.training.nan_guard import NonFiniteLossError
 from irjax.training.optimizer import OptimizerConfig, make_optimizer
-from irjax.training.partitioning import create_mesh
+from irjax.parallel.partitioning import create_mesh
 from irjax.training.train_state import state_shardings
 from irjax.training.trainer import Trainer, _from_json, _jsonable
 

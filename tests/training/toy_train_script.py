@@ -34,7 +34,7 @@ class ToyBatches:
         self.y = np.tanh(self.x @ np.array([0.5, -1.0, 0.25, 0.75], np.float32))[:, None]
         self.seed, self.nan_at, self.announce = seed, nan_at, announce
         self.epoch, self.position, self.served = 0, 0, 0
-        from irjax.training.partitioning import process_shard
+        from irjax.parallel.processes import process_shard
         self.rows = process_shard(GLOBAL_BATCH, process_index, process_count)
 
     def __iter__(self) -> ToyBatches:
@@ -168,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="also train on a 1-device mesh (in WORKDIR/reference) in this process")
     args = parser.parse_args(argv)
 
-    from irjax.training.distributed import initialize_distributed
+    from irjax.parallel.distributed import initialize_distributed
     initialize_distributed()  # reads IRJAX_* set by launch/local_multiprocess.py
     import jax
     jax.config.update("jax_compilation_cache_dir", str(ROOT / ".cache" / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-    from irjax.training.partitioning import create_mesh, is_logging_process
+    from irjax.parallel.partitioning import create_mesh
+    from irjax.parallel.processes import is_logging_process
 
     result = {"sharded": run(args, args.workdir)}
     if args.reference:

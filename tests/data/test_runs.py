@@ -8,15 +8,8 @@ from pathlib import Path
 import ir_measures
 import pytest
 
-from irjax.evaluation.runs import (
-    format_trec_run,
-    rank_documents,
-    read_trec_qrels,
-    read_trec_run,
-    truncate_run,
-    write_trec_qrels,
-    write_trec_run,
-)
+from irjax.data.runs import (format_trec_run, rank_documents, read_trec_qrels, read_trec_run,
+                             truncate_run, write_trec_qrels, write_trec_run)
 
 RUN = {
     "q2": {"d1": 3.5, "d10": 3.5, "d2": -0.125, "d3": 1e-9, "d4": 12.345678329467773},

@@ -38,13 +38,14 @@ from irjax.data.query_generation_examples import QueryGenerationData, query_gene
 from irjax.data.seq2seq_pipeline import Seq2SeqBatches
 from irjax.data.tokenization import SentencePieceTokenizer, pad_sequences
 from irjax.decoding.query_generation import generate_queries
-from irjax.evaluation.evaluate import open_collection
+from irjax.data.resolve import open_collection
 from irjax.evaluation.query_quality import query_quality
 from irjax.files import atomic_write_text
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
-from irjax.training.partitioning import create_mesh, is_logging_process
-from irjax.training.retrieval_job import optimizer_config
+from irjax.parallel.partitioning import create_mesh
+from irjax.parallel.processes import is_logging_process
+from irjax.jobs.retrieval_job import optimizer_config
 from irjax.training.trainer import Trainer
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from irjax.data.collection import Collection
-from irjax.evaluation.bm25 import BM25Retriever
-from irjax.evaluation.runs import rank_documents
+from irjax.retrieval.bm25 import BM25Retriever
+from irjax.data.runs import rank_documents
 from irjax.files import atomic_write_text
 
 log = logging.getLogger(__name__)

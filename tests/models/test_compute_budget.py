@@ -8,9 +8,8 @@ import pytest
 
 from irjax.models.bert import BertConfig, BertEncoder
 from irjax.models.t5 import T5, T5Config
-from irjax.training.compute_budget import (bert_matmul_params, dsi_step_cost,
-                                           dual_encoder_step_cost, steps_for_budget,
-                                           t5_param_counts)
+from irjax.models.compute_budget import (bert_matmul_params, dsi_step_cost, dual_encoder_step_cost,
+                                         steps_for_budget, t5_param_counts)
 
 
 def _count(variables) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from irjax.data.collection import Collection
-from irjax.data.hard_negatives import cached_hard_negatives
+from irjax.retrieval.hard_negatives import cached_hard_negatives
 from irjax.data.pipeline import DualEncoderBatches
 from irjax.data.tas_sampler import cluster_queries
 from irjax.data.teacher_scores import read_teacher_scores
@@ -24,7 +24,7 @@ from irjax.evaluation.report import comparison_table
 from irjax.files import atomic_write_text
 from irjax.index.embedding_cache import default_cache_dir
 from irjax.training.optimizer import OptimizerConfig
-from irjax.training.partitioning import is_logging_process
+from irjax.parallel.processes import is_logging_process
 from irjax.training.trainer import TrainResult
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from irjax.data.collection import Collection
 from irjax.data.docids import DocidScheme
 from irjax.data.tokenization import SentencePieceTokenizer, pad_sequences
 from irjax.decoding.constrained_beam_search import constrained_beam_search
-from irjax.evaluation.runs import Run
+from irjax.data.runs import Run
 from irjax.index.docid_trie import DocidTrie
 from irjax.models.seq2seq import Seq2SeqModel
 

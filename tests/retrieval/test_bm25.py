@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from irjax.evaluation.bm25 import BM25Retriever
+from irjax.retrieval.bm25 import BM25Retriever
 from irjax.evaluation.metrics import evaluate_run
 
 DOCS = {

@@ -1,49 +1,19 @@
-"""Retrievers: anything that turns a collection and queries into a ranked run.
-
-`evaluate_retriever` treats BM25 and dense models alike through this one protocol, so a new model
-family only has to supply `retrieve`.
-"""
+"""Dense retrieval: encode the corpus (cached on disk), build an index, encode queries, search."""
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 
 from irjax.data.collection import Collection
-from irjax.evaluation.bm25 import BM25Retriever
-from irjax.evaluation.runs import Run
+from irjax.data.runs import Run
 from irjax.index.base import Index, create_index
 from irjax.index.embedding_cache import cache_key, cached_embeddings
 
 log = logging.getLogger(__name__)
-
-
-class Retriever(Protocol):
-    name: str
-    timings: dict[str, float]
-
-    def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run: ...
-
-
-class SparseRetriever:
-    """BM25 over document contents (title + text)."""
-
-    def __init__(self, bm25: BM25Retriever | None = None, name: str = "bm25"):
-        self.bm25 = bm25 or BM25Retriever()
-        self.name = name
-        self.timings: dict[str, float] = {}
-
-    def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
-        start = time.perf_counter()
-        self.bm25.index(collection.doc_ids, [d.contents for d in collection.documents])
-        self.timings["index_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        run = self.bm25.search(list(queries), list(queries.values()), k=k)
-        self.timings["search_s"] = time.perf_counter() - start
-        return run
 
 
 class DenseRetriever:

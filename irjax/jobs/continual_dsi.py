@@ -45,16 +45,18 @@ from irjax.data.dsi_examples import (DSIMixture, indexing_examples, pseudo_query
                                      retrieval_examples)
 from irjax.data.seq2seq_pipeline import Seq2SeqBatches
 from irjax.data.tokenization import SentencePieceTokenizer
-from irjax.evaluation.evaluate import evaluate_on_collection, open_collection
-from irjax.evaluation.generative_retriever import GenerativeRetriever
+from irjax.evaluation.evaluate import evaluate_on_collection
+from irjax.data.resolve import open_collection
+from irjax.retrieval.generative import GenerativeRetriever
 from irjax.evaluation.memorization import memorization_probe, probe_documents
 from irjax.files import atomic_write_text
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
-from irjax.training.continual_report import write_report
-from irjax.training.partitioning import create_mesh, is_logging_process
-from irjax.training.retrieval_job import optimizer_config
-from irjax.training.train_dsi import docid_scheme_for, model_vocab_size, read_pseudo_queries
+from irjax.jobs.continual_report import write_report
+from irjax.parallel.partitioning import create_mesh
+from irjax.parallel.processes import is_logging_process
+from irjax.jobs.retrieval_job import optimizer_config
+from irjax.jobs.train_dsi import docid_scheme_for, model_vocab_size, read_pseudo_queries
 from irjax.training.trainer import CHECKPOINT_SUBDIR, Trainer, TrainResult
 
 log = logging.getLogger(__name__)

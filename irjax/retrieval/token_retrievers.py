@@ -23,8 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from irjax.data.collection import Collection
-from irjax.evaluation.multi_vector_retriever import MaxSimRetriever
-from irjax.evaluation.runs import Run
+from irjax.retrieval.multi_vector import MaxSimRetriever
+from irjax.data.runs import Run
 from irjax.index.base import Index, create_index
 from irjax.index.fde import FDEConfig, encode_document_fdes, encode_query_fdes
 from irjax.index.token_index import TokenIndex

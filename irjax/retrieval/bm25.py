@@ -11,6 +11,7 @@ so that ties are broken deterministically, in the same trec_eval order as everyw
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from typing import Sequence
 
@@ -18,7 +19,8 @@ import bm25s
 import numpy as np
 import Stemmer
 
-from irjax.evaluation.runs import Run, rank_documents
+from irjax.data.collection import Collection
+from irjax.data.runs import Run, rank_documents
 
 log = logging.getLogger(__name__)
 
@@ -138,4 +140,22 @@ class BM25Retriever:
         if empty:
             log.warning("%d of %d queries have no indexed token and retrieve nothing, e.g. %s",
                         len(empty), len(qids), empty[:5])
+        return run
+
+
+class SparseRetriever:
+    """BM25 over document contents (title + text)."""
+
+    def __init__(self, bm25: BM25Retriever | None = None, name: str = "bm25"):
+        self.bm25 = bm25 or BM25Retriever()
+        self.name = name
+        self.timings: dict[str, float] = {}
+
+    def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
+        start = time.perf_counter()
+        self.bm25.index(collection.doc_ids, [d.contents for d in collection.documents])
+        self.timings["index_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        run = self.bm25.search(list(queries), list(queries.values()), k=k)
+        self.timings["search_s"] = time.perf_counter() - start
         return run

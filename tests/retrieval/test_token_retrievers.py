@@ -8,14 +8,14 @@ import pytest
 
 from irjax.data.collection import load_collection
 from irjax.data.tokenization import WordPieceTokenizer
-from irjax.evaluation.multi_vector_retriever import MaxSimRetriever
+from irjax.retrieval.multi_vector import MaxSimRetriever
 from irjax.evaluation.multi_vector_study import candidates_needed, study_multi_vector
-from irjax.evaluation.token_retrievers import MuveraRetriever, XtrIndexRetriever
+from irjax.retrieval.token_retrievers import MuveraRetriever, XtrIndexRetriever
 from irjax.index.fde import FDEConfig
 from irjax.models.bert import BertConfig
 from irjax.models.multi_vector import MultiVectorModel
 from irjax.models.pretrained import load_checkpoint
-from tests.training.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collection
+from tests.jobs.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collection
 
 
 @pytest.fixture(scope="module")

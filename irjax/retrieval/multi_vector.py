@@ -28,7 +28,7 @@ from jax import lax
 from irjax.data.batching import length_buckets, padded_rows
 from irjax.data.collection import Collection
 from irjax.data.tokenization import WordPieceTokenizer, pad_sequences
-from irjax.evaluation.runs import Run
+from irjax.data.runs import Run
 from irjax.index.xtr_scoring import xtr_score_candidates
 from irjax.models.multi_vector import MultiVectorModel, maxsim_scores
 from irjax.models.token_encoder import token_mask

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from irjax.data import hard_negatives as hn
+from irjax.retrieval import hard_negatives as hn
 from irjax.data.collection import Collection, Document, LoadReport, load_collection
 
 
@@ -25,7 +25,7 @@ def test_negatives_exclude_every_judged_document_and_follow_bm25_rank():
     assert "d0" not in negatives["q1"] and "d5" not in negatives["q1"]  # grade 1 and grade 0
     assert "d4" not in negatives["q2"]
     assert "d6" not in negatives["q1"]  # shares no term: BM25 never returns it
-    from irjax.evaluation.bm25 import BM25Retriever
+    from irjax.retrieval.bm25 import BM25Retriever
     bm25 = BM25Retriever()
     bm25.index(collection.doc_ids, [d.contents for d in collection.documents])
     ranking = list(bm25.search(["q1"], ["apple banana cherry"], k=8)["q1"])
@@ -35,7 +35,7 @@ def test_negatives_exclude_every_judged_document_and_follow_bm25_rank():
 def test_skip_drops_top_bm25_ranks_and_depth_caps_them():
     collection = toy_collection()
     full = hn.mine_hard_negatives(collection, depth=8)["q1"]
-    from irjax.evaluation.bm25 import BM25Retriever
+    from irjax.retrieval.bm25 import BM25Retriever
     bm25 = BM25Retriever()
     bm25.index(collection.doc_ids, [d.contents for d in collection.documents])
     ranking = list(bm25.search(["q1"], ["apple banana cherry"], k=8)["q1"])

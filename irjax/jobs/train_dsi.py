@@ -26,16 +26,18 @@ from irjax.data.docids import DocidScheme, create_docid_scheme, load_docid_schem
 from irjax.data.dsi_examples import build_dsi_mixture
 from irjax.data.seq2seq_pipeline import Seq2SeqBatches
 from irjax.data.tokenization import SentencePieceTokenizer
-from irjax.evaluation.evaluate import evaluate_on_collection, open_collection
-from irjax.evaluation.generative_retriever import GenerativeRetriever
+from irjax.evaluation.evaluate import evaluate_on_collection
+from irjax.data.resolve import open_collection
+from irjax.retrieval.generative import GenerativeRetriever
 from irjax.evaluation.report import comparison_table
-from irjax.evaluation.retrievers import DenseRetriever
+from irjax.retrieval.dense import DenseRetriever
 from irjax.files import atomic_write_text
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
-from irjax.training.partitioning import create_mesh, is_logging_process
-from irjax.training.retrieval_job import optimizer_config
+from irjax.parallel.partitioning import create_mesh
+from irjax.parallel.processes import is_logging_process
+from irjax.jobs.retrieval_job import optimizer_config
 from irjax.training.trainer import Trainer
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from irjax.data.collection import load_collection
 from irjax.data.continual_split import judgments_within, queries_answered_by, split_documents
 from irjax.data.docids import AtomicDocids, DocidError
 from irjax.evaluation.memorization import hits_at
-from irjax.training.continual_dsi import continual_dsi, replay_memory
-from irjax.training.continual_report import markdown_table, write_plot
-from tests.training.test_train_dual_encoder import DOCS, TRAIN, write_collection
+from irjax.jobs.continual_dsi import continual_dsi, replay_memory
+from irjax.jobs.continual_report import markdown_table, write_plot
+from tests.jobs.test_train_dual_encoder import DOCS, TRAIN, write_collection
 
 PSEUDO = {  # hand-written "generated" queries, for every document; only D0's may be replayed
     "d1": ["big cat of the americas", "jaguar habitat"],

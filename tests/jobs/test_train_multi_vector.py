@@ -9,11 +9,11 @@ import pytest
 from irjax import gin_config
 from irjax.data.collection import load_collection
 from irjax.data.tokenization import WordPieceTokenizer
-from irjax.evaluation.multi_vector_retriever import MaxSimRetriever
+from irjax.retrieval.multi_vector import MaxSimRetriever
 from irjax.models.bert import BertConfig
 from irjax.models.multi_vector import MultiVectorModel
 from irjax.models.pretrained import load_checkpoint
-from tests.training.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collection
+from tests.jobs.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collection
 
 SHORT = ["DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
          "DataConfig.query_max_length = 16", "DataConfig.num_hard_negatives = 0",

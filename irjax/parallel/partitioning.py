@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from irjax.parallel.processes import process_shard
+
 MESH_AXES = ("data", "model")
 
 LogicalRules = Sequence[tuple[str, str | None]]
@@ -175,30 +177,6 @@ def init_sharded(init_fn: Callable[..., Any], mesh: Mesh, rules: LogicalRules,
 
         variables = jax.jit(unboxed_init, out_shardings=shardings)(*args)
     return variables, shardings
-
-
-def process_shard(num_items: int, process_index: int | None = None,
-                  process_count: int | None = None) -> slice:
-    """The contiguous block of `num_items` this process reads: process p gets items
-    [p*n/P, (p+1)*n/P), with the first n % P processes taking one extra item.
-
-    Contiguous (not strided) because `create_mesh` puts process p's devices on the p-th block
-    of the data axis, so this slice of a global batch is exactly what `global_batch` expects.
-    """
-    index = jax.process_index() if process_index is None else process_index
-    count = jax.process_count() if process_count is None else process_count
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"process_index must be in [0, {count}), got {index}")
-    if num_items < 0:
-        raise ValueError(f"num_items must be >= 0, got {num_items}")
-    base, extra = divmod(num_items, count)
-    start = index * base + min(index, extra)
-    return slice(start, start + base + (1 if index < extra else 0))
-
-
-def is_logging_process() -> bool:
-    """Only process 0 writes logs, metrics and checkpoints metadata."""
-    return jax.process_index() == 0
 
 
 def _local_positions(mesh: Mesh, axis: str) -> list[int]:

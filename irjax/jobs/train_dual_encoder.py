@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from irjax.data.tokenization import WordPieceTokenizer
-from irjax.evaluation.evaluate import evaluate_on_collection, open_collection
-from irjax.evaluation.retrievers import DenseRetriever
+from irjax.evaluation.evaluate import evaluate_on_collection
+from irjax.data.resolve import open_collection
+from irjax.retrieval.dense import DenseRetriever
 from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.dual_encoder_training import DualEncoderModel
 from irjax.models.hf_import import load_bert_params
 from irjax.models.pretrained import load_checkpoint
 from irjax.training.checkpoints import fingerprint
-from irjax.training.partitioning import create_mesh
-from irjax.training.retrieval_job import (DataConfig, count_steps, optimizer_config,
-                                          training_batches, write_report)
+from irjax.parallel.partitioning import create_mesh
+from irjax.jobs.retrieval_job import (DataConfig, count_steps, optimizer_config, training_batches,
+                                      write_report)
 from irjax.training.trainer import Trainer
 
 log = logging.getLogger(__name__)

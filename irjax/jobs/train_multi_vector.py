@@ -14,18 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from irjax.data.tokenization import WordPieceTokenizer
-from irjax.evaluation.evaluate import evaluate_on_collection, open_collection
-from irjax.evaluation.multi_vector_retriever import MaxSimRetriever, punctuation_ids
+from irjax.evaluation.evaluate import evaluate_on_collection
+from irjax.data.resolve import open_collection
+from irjax.retrieval.multi_vector import MaxSimRetriever, punctuation_ids
 from irjax.evaluation.multi_vector_study import study_multi_vector
-from irjax.evaluation.retrievers import DenseRetriever
+from irjax.retrieval.dense import DenseRetriever
 from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.hf_import import load_bert_params
 from irjax.models.multi_vector import MultiVectorModel
 from irjax.models.pretrained import load_checkpoint
-from irjax.training.partitioning import create_mesh
-from irjax.training.retrieval_job import (DataConfig, count_steps, optimizer_config,
-                                          training_batches, write_report)
+from irjax.parallel.partitioning import create_mesh
+from irjax.jobs.retrieval_job import (DataConfig, count_steps, optimizer_config, training_batches,
+                                      write_report)
 from irjax.training.trainer import Trainer
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import gin
 import pytest
 
 from irjax import gin_config
-from tests.training.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collection
+from tests.jobs.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collection
 
 TINY = ["train_dsi.t5_preset = 'tiny'", "train_dsi.t5_overrides = {'dropout_rate': 0.0}",
         "DSIData.global_batch_size = 4", "DSIData.inputs_max_length = 24",
