@@ -2,19 +2,10 @@
 
 Every process computes the same *global* batch plan from the seed (which pairs and which
 negatives), then tokenizes only its own rows `process_shard(global_batch_size)`, so a 2-process
-run sees exactly the batches of a 1-process run and no process reads the others' rows. In grain:
-
-    MapDataset.range(steps_per_epoch).repeat(num_epochs)   # global step g (None: forever)
-      .map_with_index(plan)          # g -> global rows: pair indices + negative doc indices
-      .map(materialize)              # this process's rows, tokenized to fixed shapes
-      .to_iter_dataset(ReadOptions)  # thread prefetch; iterator has get_state()/set_state()
-
-The iterator state is grain's `{"next_index": g}` plus a fingerprint of the data and settings, so
-it can be saved with a model checkpoint and restored into a fresh pipeline (also with another
-process count) to continue the identical sequence; restoring into a differently configured
-pipeline is refused. `worker_count=0` (the default) runs in-process: grain worker processes
-re-import the main module, so they need an `if __name__ == "__main__":` guard and absl flags
-marked parsed, and they buy little when tokenization (Rust, multi-threaded) dominates.
+run sees exactly the batches of a 1-process run and no process reads the others' rows. The grain
+dataset, the resumable iterator and its fingerprint check are shared with the seq2seq pipeline
+(resumable.py); `worker_count=0` (the default) runs in-process: worker processes buy little when
+tokenization (Rust, multi-threaded) dominates.
 
 Batch order per epoch ('random' sampler): queries are permuted, each query's pairs follow each
 other, and the list is dealt round-robin into the epoch's batches, so one query never appears
@@ -41,13 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import grain
 import numpy as np
 
+from irjax.data.resumable import GlobalBatches, ResumableIterator
 from irjax.data.tas_sampler import TASBalancedSampler, balanced_choice
 from irjax.data.tokenization import pad_sequences
 from irjax.data.training_examples import TrainingPair
@@ -56,7 +46,6 @@ from irjax.parallel.processes import process_shard
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("random", "tas_balanced")
-_STATE_VERSION = 1
 
 
 class Tokenizer(Protocol):
@@ -69,8 +58,10 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-class DualEncoderBatches:
+class DualEncoderBatches(GlobalBatches):
     """The plan of global batches and the grain dataset of this process's rows (module docstring)."""
+
+    kind = "dual_encoder"
 
     def __init__(self, pairs: Sequence[TrainingPair], tokenizer: Tokenizer, global_batch_size: int,
                  *, query_max_length: int = 64, doc_max_length: int = 256, num_hard_negatives: int = 0,
@@ -86,19 +77,16 @@ class DualEncoderBatches:
         if global_batch_size < 1 or num_hard_negatives < 0:
             raise ValueError(f"need global_batch_size >= 1 and num_hard_negatives >= 0, got "
                              f"{global_batch_size} and {num_hard_negatives}")
-        if num_epochs is not None and num_epochs < 1:
-            raise ValueError(f"num_epochs must be >= 1 or None (forever), got {num_epochs}")
         if num_hard_negatives and documents is None:
             raise ValueError("num_hard_negatives > 0 needs `documents` (doc id -> text) for their texts")
         if teacher is not None and num_hard_negatives < 1:
             raise ValueError("margin-MSE with a teacher needs num_hard_negatives >= 1")
         self.tokenizer, self.global_batch_size = tokenizer, global_batch_size
         self.query_max_length, self.doc_max_length = query_max_length, doc_max_length
-        self.num_negatives, self.seed, self.num_epochs = num_hard_negatives, seed, num_epochs
+        self._setup(num_epochs, num_threads, prefetch, worker_count)
+        self.num_negatives, self.seed = num_hard_negatives, seed
         self.sampler_name, self.margin_bins = sampler, margin_bins
         self.shard = process_shard(global_batch_size, process_index, process_count)
-        self._read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-        self.worker_count = worker_count
         self.counts: dict[str, int] = {}
         self._index_texts(pairs, documents, teacher)
         self._index_negatives(hard_negatives, documents, teacher)
@@ -123,20 +111,8 @@ class DualEncoderBatches:
             "teacher_scores": _digest(sorted((q, [(k, float(v)) for k, v in sorted(d.items())])
                                              for q, d in teacher.items()))
             if teacher is not None else None})  # num_epochs is left out: a run may be extended
-        self._plans: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
         log.info("dual-encoder batches: %d pairs, %d steps/epoch; %s", len(self.pair_query),
                  self.steps_per_epoch, self.summary())
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled into grain worker processes: without the lock, and with an empty plan cache."""
-        state = dict(self.__dict__, _plans={})
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- tables ---------------------------------------------------------------------------------
     def _index_texts(self, pairs, documents, teacher) -> None:
@@ -249,21 +225,19 @@ class DualEncoderBatches:
     # -- global plan ----------------------------------------------------------------------------
     def _epoch_plan(self, epoch: int) -> np.ndarray:
         """Pair indices [steps_per_epoch, B] of one epoch of the random sampler (module docstring)."""
-        with self._lock:
-            if epoch not in self._plans:
-                steps, batch = self.steps_per_epoch, self.global_batch_size
-                rng = np.random.default_rng([self.seed, epoch, 0])
-                rank = rng.permutation(len(self.query_ids))[self.pair_query]  # query's random rank
-                grouped = np.lexsort((rng.random(len(rank)), rank))  # by query, random within
-                sizes = np.bincount(rank, minlength=len(self.query_ids))
-                within = np.arange(len(rank)) - (np.cumsum(sizes) - sizes)[rank[grouped]]
-                # More than one pair per batch for a query would repeat it: keep `steps` at most.
-                flat = grouped[within < steps][:steps * batch]
-                plan = flat.reshape(batch, steps).T  # item k -> batch k % steps, slot k // steps
-                plan = rng.permuted(plan[rng.permutation(steps)], axis=1)
-                self._plans = {e: p for e, p in self._plans.items() if e >= epoch - 1}
-                self._plans[epoch] = plan
-            return self._plans[epoch]
+        return self._epoch(epoch, self._build_epoch_plan)
+
+    def _build_epoch_plan(self, epoch: int) -> np.ndarray:
+        steps, batch = self.steps_per_epoch, self.global_batch_size
+        rng = np.random.default_rng([self.seed, epoch, 0])
+        rank = rng.permutation(len(self.query_ids))[self.pair_query]  # query's random rank
+        grouped = np.lexsort((rng.random(len(rank)), rank))  # by query, random within
+        sizes = np.bincount(rank, minlength=len(self.query_ids))
+        within = np.arange(len(rank)) - (np.cumsum(sizes) - sizes)[rank[grouped]]
+        # More than one pair per batch for a query would repeat it: keep `steps` at most.
+        flat = grouped[within < steps][:steps * batch]
+        plan = flat.reshape(batch, steps).T  # item k -> batch k % steps, slot k // steps
+        return rng.permuted(plan[rng.permutation(steps)], axis=1)
 
     def _negatives(self, step: int, pair: int) -> np.ndarray:
         """Doc indices [n] of one row's negatives, a pure function of (seed, step, pair)."""
@@ -340,60 +314,8 @@ class DualEncoderBatches:
         """A batch of zeros with this process's shapes and dtypes, e.g. to initialise a model."""
         return {k: np.zeros_like(v) for k, v in self.materialize(self.global_rows(0)).items()}
 
-    # -- grain ----------------------------------------------------------------------------------
-    def dataset(self) -> grain.IterDataset:
-        """The grain pipeline (module docstring); its iterator saves and restores its position."""
-        steps = grain.MapDataset.range(self.steps_per_epoch).repeat(self.num_epochs)
-        planned = steps.map_with_index(lambda step, _: self.global_rows(step))
-        ds = planned.map(self.materialize).to_iter_dataset(self._read_options)
-        if self.worker_count > 0:
-            from absl import flags  # grain's workers read absl flags; unparsed flags raise there
-
-            if not flags.FLAGS.is_parsed():
-                flags.FLAGS.mark_as_parsed()
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.worker_count))
-        return ds
-
-    def __iter__(self) -> "TrainIterator":
-        return TrainIterator(self)
-
-
-class TrainIterator:
-    """grain's dataset iterator plus a fingerprint check, so a saved state only resumes the
-    pipeline it came from (same data, seed and batch settings; the process count may differ)."""
-
-    def __init__(self, batches: DualEncoderBatches):
-        self.batches = batches
-        self._iterator = iter(batches.dataset())
-
-    def __iter__(self) -> "TrainIterator":
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        return next(self._iterator)
-
-    def get_state(self) -> dict[str, Any]:
-        """JSON-serialisable position: store it next to the model checkpoint."""
-        return {"version": _STATE_VERSION, "fingerprint": self.batches.fingerprint,
-                "worker_count": self.batches.worker_count, "grain": self._iterator.get_state()}
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
-            raise ValueError(f"not an irjax input-pipeline state (version {_STATE_VERSION}): {state!r}")
-        if state.get("fingerprint") != self.batches.fingerprint:
-            raise ValueError("this iterator state was saved by a pipeline with different pairs, "
-                             "negatives, seed or batch settings; resuming would change the data order")
-        if state.get("worker_count") != self.batches.worker_count:
-            raise ValueError(f"this iterator state was saved with worker_count="
-                             f"{state.get('worker_count')}, but this pipeline has worker_count="
-                             f"{self.batches.worker_count}; grain's state layouts differ between them")
-        self._iterator.set_state(dict(state["grain"]))
-
-    def example_batch(self) -> dict[str, np.ndarray]:
-        return self.batches.example_batch()
-
 
 def make_train_iterator(pairs: Sequence[TrainingPair], tokenizer: Tokenizer, global_batch_size: int,
-                        **options: Any) -> TrainIterator:
+                        **options: Any) -> ResumableIterator:
     """A resumable iterator of this process's batches; options as for `DualEncoderBatches`."""
     return iter(DualEncoderBatches(pairs, tokenizer, global_batch_size, **options))

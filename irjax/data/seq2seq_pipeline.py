@@ -2,12 +2,8 @@
 
 It follows the dual-encoder pipeline (pipeline.py): every process computes the same global batch
 plan, a pure function of the mixture's seed and the step, and tokenizes only its own rows
-`process_shard(global_batch_size)`. In grain:
-
-    MapDataset.range(steps_per_epoch).repeat(num_epochs)   # global step g (None: forever)
-      .map_with_index(plan)          # g -> example indices of the global batch
-      .map(materialize)              # this process's rows, tokenized and padded
-      .to_iter_dataset(ReadOptions)  # thread prefetch; iterator has get_state()/set_state()
+`process_shard(global_batch_size)`; the grain dataset and the resumable, fingerprinted iterator
+are the shared ones of resumable.py.
 
 An epoch is one `DSIMixture.epoch_order` (the mixture fixes the share of indexing, retrieval and
 pseudo-query examples and reshuffles per epoch) cut into whole batches; the remainder that does
@@ -29,20 +25,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-import grain
 import numpy as np
 
 from irjax.data.dsi_examples import DSIMixture
+from irjax.data.resumable import GlobalBatches, ResumableIterator
 from irjax.data.tokenization import pad_sequences
 from irjax.parallel.processes import process_shard
 
 log = logging.getLogger(__name__)
 
-_STATE_VERSION = 1
 BATCH_KEYS = ("inputs", "inputs_mask", "targets", "targets_mask")
 
 
@@ -55,23 +49,25 @@ class Tokenizer(Protocol):
     def tokenize(self, texts: Sequence[str], max_length: int) -> list[np.ndarray]: ...
 
 
-class Seq2SeqBatches:
+class Seq2SeqBatches(GlobalBatches):
     """The plan of global batches over a `DSIMixture` and the grain dataset of this process's rows."""
+
+    kind = "seq2seq"
 
     def __init__(self, mixture: DSIMixture, tokenizer: Tokenizer, global_batch_size: int, *,
                  inputs_max_length: int = 64, targets_max_length: int | None = None,
                  num_epochs: int | None = None, process_index: int | None = None,
-                 process_count: int | None = None, num_threads: int = 2, prefetch: int = 4):
+                 process_count: int | None = None, num_threads: int = 2, prefetch: int = 4,
+                 worker_count: int = 0):
         if not isinstance(mixture, DSIMixture):
             raise TypeError("pass a DSIMixture (dsi_examples.build_dsi_mixture, or DSIMixture(examples) "
                             "for a plain shuffle of a list of examples)")
         if global_batch_size < 1 or inputs_max_length < 2:
             raise ValueError(f"need global_batch_size >= 1 and inputs_max_length >= 2 (a token and "
                              f"EOS), got {global_batch_size} and {inputs_max_length}")
-        if num_epochs is not None and num_epochs < 1:
-            raise ValueError(f"num_epochs must be >= 1 or None (forever), got {num_epochs}")
+        self._setup(num_epochs, num_threads, prefetch, worker_count)
         self.mixture, self.tokenizer = mixture, tokenizer
-        self.global_batch_size, self.num_epochs = global_batch_size, num_epochs
+        self.global_batch_size = global_batch_size
         self.inputs_max_length = inputs_max_length
         self.targets_max_length = self._check_targets(targets_max_length)
         self.steps_per_epoch = mixture.epoch_size // global_batch_size
@@ -80,14 +76,11 @@ class Seq2SeqBatches:
                              f"of {global_batch_size}; lower the batch size or raise examples_per_epoch")
         self.counts = {"remainder_examples_per_epoch": mixture.epoch_size % global_batch_size}
         self.shard = process_shard(global_batch_size, process_index, process_count)
-        self._read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
         self.fingerprint = hashlib.sha256(json.dumps({
             "mixture": mixture.fingerprint, "B": global_batch_size, "Li": inputs_max_length,
             "Lt": self.targets_max_length, "vocab": getattr(tokenizer, "vocab_size", None),
             "tokenizer": getattr(getattr(tokenizer, "path", None), "name", None),
         }, sort_keys=True).encode()).hexdigest()  # num_epochs is left out: a run may be extended
-        self._orders: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
         log.info("seq2seq batches: %d examples/epoch, %d steps/epoch of %d; %s", mixture.epoch_size,
                  self.steps_per_epoch, global_batch_size, mixture.summary())
 
@@ -105,11 +98,7 @@ class Seq2SeqBatches:
 
     # -- global plan ----------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> np.ndarray:
-        with self._lock:
-            if epoch not in self._orders:
-                self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
-                self._orders[epoch] = self.mixture.epoch_order(epoch)
-            return self._orders[epoch]
+        return self._epoch(epoch, self.mixture.epoch_order)
 
     def global_rows(self, step: int) -> np.ndarray:
         """Example indices [B] of global step `step`."""
@@ -136,52 +125,8 @@ class Seq2SeqBatches:
         return {"inputs": np.zeros((b, li), np.int32), "inputs_mask": np.zeros((b, li), np.int32),
                 "targets": np.zeros((b, lt), np.int32), "targets_mask": np.zeros((b, lt), np.int32)}
 
-    # -- grain ----------------------------------------------------------------------------------
-    def dataset(self) -> grain.IterDataset:
-        """The grain pipeline (module docstring); its iterator saves and restores its position."""
-        steps = grain.MapDataset.range(self.steps_per_epoch).repeat(self.num_epochs)
-        planned = steps.map_with_index(lambda step, _: self.global_rows(step))
-        return planned.map(self.materialize).to_iter_dataset(self._read_options)
-
-    def __iter__(self) -> "Seq2SeqIterator":
-        return Seq2SeqIterator(self)
-
-
-class Seq2SeqIterator:
-    """grain's dataset iterator plus a fingerprint check, so a saved state only resumes the
-    pipeline it came from (same examples, mixture, seed and shapes; the process count may differ)."""
-
-    def __init__(self, batches: Seq2SeqBatches):
-        self.batches = batches
-        self._iterator = iter(batches.dataset())
-
-    def __iter__(self) -> "Seq2SeqIterator":
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        return next(self._iterator)
-
-    def get_state(self) -> dict[str, Any]:
-        """JSON-serialisable position: store it next to the model checkpoint."""
-        return {"version": _STATE_VERSION, "kind": "seq2seq", "fingerprint": self.batches.fingerprint,
-                "grain": self._iterator.get_state()}
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        if (not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION
-                or state.get("kind") != "seq2seq"):
-            raise ValueError(f"not an irjax seq2seq input-pipeline state (version {_STATE_VERSION}): "
-                             f"{state!r}")
-        if state.get("fingerprint") != self.batches.fingerprint:
-            raise ValueError("this iterator state was saved by a seq2seq pipeline with different "
-                             "examples, docids, mixture weights, seed or batch shapes; resuming would "
-                             "change the data order")
-        self._iterator.set_state(dict(state["grain"]))
-
-    def example_batch(self) -> dict[str, np.ndarray]:
-        return self.batches.example_batch()
-
 
 def make_seq2seq_iterator(mixture: DSIMixture, tokenizer: Tokenizer, global_batch_size: int,
-                          **options: Any) -> Seq2SeqIterator:
+                          **options: Any) -> ResumableIterator:
     """A resumable iterator of this process's batches; options as for `Seq2SeqBatches`."""
     return iter(Seq2SeqBatches(mixture, tokenizer, global_batch_size, **options))

@@ -118,7 +118,7 @@ def test_saved_state_resumes_the_identical_sequence_across_an_epoch_end():
 
 def test_state_from_a_different_pipeline_is_refused():
     state = iter(batches(seed=1)).get_state()
-    with pytest.raises(ValueError, match="different pairs, negatives, seed or batch settings"):
+    with pytest.raises(ValueError, match="dual_encoder pipeline with different data, seed or batch settings"):
         iter(batches(seed=2)).set_state(state)
     with pytest.raises(ValueError, match="not an irjax input-pipeline state"):
         iter(batches(seed=1)).set_state({"next_index": 3})
@@ -126,6 +126,10 @@ def test_state_from_a_different_pipeline_is_refused():
     extended.set_state(iter(batches(seed=1, num_epochs=1)).get_state())
     with pytest.raises(ValueError, match="saved with worker_count=2"):  # grain state differs
         iter(batches(seed=1)).set_state(dict(state, worker_count=2))
+    with pytest.raises(ValueError, match="belongs to a 'seq2seq' pipeline"):
+        iter(batches(seed=1)).set_state(dict(state, kind="seq2seq"))
+    legacy = {k: v for k, v in state.items() if k != "kind"}  # saved before the shared iterator
+    iter(batches(seed=1)).set_state(legacy)
 
 
 def test_negatives_are_never_positives_and_come_from_the_mined_lists():

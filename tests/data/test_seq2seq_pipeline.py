@@ -89,10 +89,13 @@ def test_state_restore_resumes_the_exact_batches(mixture, tokenizer):
     resumed = fresh()
     resumed.set_state(state)
     assert_same(take(resumed, 6), expected)
-    with pytest.raises(ValueError, match="different examples"):
+    with pytest.raises(ValueError, match="seq2seq pipeline with different data"):
         make_seq2seq_iterator(mixture, tokenizer, B + 1, inputs_max_length=LI).set_state(state)
-    with pytest.raises(ValueError, match="not an irjax seq2seq input-pipeline state"):
+    with pytest.raises(ValueError, match="not an irjax input-pipeline state"):
         fresh().set_state({"next_index": 3})
+    with pytest.raises(ValueError, match="belongs to a 'dual_encoder' pipeline"):
+        fresh().set_state({k: v for k, v in state.items() if k != "kind"})
+    fresh().set_state({k: v for k, v in state.items() if k != "worker_count"})  # older states
     extended = fresh()
     extended.set_state(fresh(num_epochs=1).get_state())  # num_epochs may change on resume
 
