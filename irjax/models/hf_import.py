@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.linen as nn
-from flax import traverse_util
 
 from irjax.models.bert import BertConfig, BertEncoder
+from irjax.models.weight_import import (CheckpointMismatchError, ParamPath, Transform,
+                                        convert_tensors, load_safetensors)
+from irjax.models.weight_import import expected_shapes as weight_shapes
 
 # Checkpoint tensors with no counterpart in the encoder, with the reason they may be dropped.
 IGNORED = {
@@ -26,13 +27,6 @@ IGNORED = {
     r"pooler\.dense\.(weight|bias)": "the [CLS] pooler; sentence embeddings use mean pooling",
     r"cls\..*": "pretraining heads (masked LM / next sentence), unused by an encoder",
 }
-
-Transform = Callable[[np.ndarray], np.ndarray]
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint and the encoder's parameters do not correspond one to one."""
-
 
 def _linear(*out_shape: int) -> Transform:
     """PyTorch Linear weight [out, in] -> kernel [in, *out_shape] (default: [in, out])."""
@@ -52,10 +46,10 @@ def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def name_map(config: BertConfig) -> dict[str, tuple[tuple[str, ...], Transform]]:
+def name_map(config: BertConfig) -> dict[str, tuple[ParamPath, Transform]]:
     """Unprefixed HF tensor name -> (Flax parameter path, transform to the Flax layout)."""
     h, d = config.num_attention_heads, config.head_dim
-    m: dict[str, tuple[tuple[str, ...], Transform]] = {}
+    m: dict[str, tuple[ParamPath, Transform]] = {}
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         m[f"embeddings.{name}.weight"] = (("embeddings", name, "embedding"), _identity)
     m["embeddings.LayerNorm.weight"] = (("embeddings", "layer_norm", "scale"), _identity)
@@ -85,16 +79,10 @@ def canonical_name(name: str) -> str:
     return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
 
 
-def expected_shapes(config: BertConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Flax parameter path -> shape, from an abstract init (no memory, no compute)."""
-    module = BertEncoder(config)
+def expected_shapes(config: BertConfig) -> dict[ParamPath, tuple[int, ...]]:
+    """Flax parameter path -> shape of the encoder's parameters (abstract init)."""
     ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
-    abstract = jax.eval_shape(lambda i: module.init(jax.random.PRNGKey(0), i, i), ids)
-    # Unwrap the logical-axis boxes by hand: nn.unbox would add sharding constraints, which fail
-    # on abstract values when called inside a mesh context (as the trainer does when importing).
-    params = jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x,
-                          abstract["params"], is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
-    return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(params).items()}
+    return weight_shapes(BertEncoder(config).init, ids, ids)
 
 
 def convert_state_dict(
@@ -103,54 +91,8 @@ def convert_state_dict(
     param_dtype: Any = np.float32,
 ) -> dict[str, Any]:
     """Maps HF tensors to a nested Flax params dict (numpy), or raises CheckpointMismatchError."""
-    mapping = name_map(config)
-    expected = expected_shapes(config)
-    flat: dict[tuple[str, ...], np.ndarray] = {}
-    unexpected, mismatched, ignored = [], [], []
-    for raw_name, tensor in tensors.items():
-        name = canonical_name(raw_name)
-        if name not in mapping:
-            (ignored if any(re.fullmatch(p, name) for p in IGNORED) else unexpected).append(raw_name)
-            continue
-        path, transform = mapping[name]
-        value = transform(np.asarray(tensor))
-        if tuple(value.shape) != expected[path]:
-            mismatched.append(
-                f"{raw_name} {tuple(tensor.shape)} -> {'/'.join(path)} {tuple(value.shape)}, "
-                f"expected {expected[path]}"
-            )
-            continue
-        if path in flat:
-            unexpected.append(f"{raw_name} (duplicate of an earlier tensor for {'/'.join(path)})")
-            continue
-        flat[path] = value.astype(param_dtype)
-    missing = sorted("/".join(p) for p in expected if p not in flat)
-    if unexpected or mismatched or missing:
-        lines = ["checkpoint does not match the BERT encoder config:"]
-        if missing:
-            lines.append(f"  missing (Flax params not in the checkpoint): {missing}")
-        if unexpected:
-            lines.append(f"  unexpected (checkpoint tensors with no Flax param): {sorted(unexpected)}")
-        if mismatched:
-            lines.append(f"  shape mismatches: {mismatched}")
-        lines.append("check that config.json belongs to these weights and that it is a BERT model")
-        raise CheckpointMismatchError("\n".join(lines))
-    return traverse_util.unflatten_dict(flat)
-
-
-def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    try:
-        return load_file(str(path))
-    except Exception as err:  # safetensors raises its own SafetensorError for corrupt headers
-        raise ValueError(
-            f"cannot read {path} as safetensors ({err}); the file is truncated or not a "
-            "safetensors file: reinstall or re-export the checkpoint"
-        ) from err
+    return convert_tensors(tensors, name_map(config), expected_shapes(config), model="BERT",
+                           ignored=IGNORED, canonical=canonical_name, param_dtype=param_dtype)
 
 
 def load_bert_params(

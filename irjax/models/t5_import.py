@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
-from irjax.models.hf_import import CheckpointMismatchError, load_safetensors
+from irjax.models.weight_import import (CheckpointMismatchError, ParamPath, Transform,
+                                        convert_tensors, load_safetensors)
+from irjax.models.weight_import import expected_shapes as weight_shapes
 from irjax.models.t5 import T5, T5Config
 
-Transform = Callable[[np.ndarray], np.ndarray]
-ParamPath = tuple[str, ...]
 
 # Checkpoint tensors the model has no use for, with the reason they may be dropped.
 IGNORED = {
@@ -90,14 +87,9 @@ def name_map(config: T5Config) -> dict[str, tuple[ParamPath, Transform]]:
 
 
 def expected_shapes(config: T5Config) -> dict[ParamPath, tuple[int, ...]]:
-    """Flax parameter path -> shape, from an abstract init (no memory, no compute)."""
+    """Flax parameter path -> shape of the model's parameters (abstract init)."""
     ids = jax.ShapeDtypeStruct((1, 4), jnp.int32)
-    abstract = jax.eval_shape(lambda i: T5(config).init(jax.random.key(0), i, i, i), ids)
-    # Unboxed by hand: nn.unbox would add sharding constraints that fail on abstract values
-    # inside a mesh context (see hf_import.expected_shapes).
-    params = jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x,
-                          abstract["params"], is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
-    return {path: tuple(leaf.shape) for path, leaf in traverse_util.flatten_dict(params).items()}
+    return weight_shapes(T5(config).init, ids, ids, ids)
 
 
 def _with_shared(tensors: Mapping[str, np.ndarray], config: T5Config) -> tuple[dict, list[str]]:
@@ -123,46 +115,16 @@ def _with_shared(tensors: Mapping[str, np.ndarray], config: T5Config) -> tuple[d
 def convert_state_dict(tensors: Mapping[str, np.ndarray], config: T5Config,
                        param_dtype: Any = np.float32) -> dict[str, Any]:
     """Maps HF tensors to a nested Flax params dict (numpy), or raises CheckpointMismatchError."""
-    mapping = name_map(config)
-    expected = expected_shapes(config)
     tensors, conflicts = _with_shared(tensors, config)
-    flat: dict[ParamPath, np.ndarray] = {}
-    unexpected, mismatched = [], []
-    for name, tensor in tensors.items():
-        if name not in mapping:
-            if not any(re.fullmatch(pattern, name) for pattern in IGNORED):
-                unexpected.append(name)
-            continue
-        path, transform = mapping[name]
-        tensor = np.asarray(tensor)
-        try:
-            value = transform(tensor)
-        except ValueError:  # a reshape into heads x kv that cannot fit
-            value = tensor
-        if tuple(value.shape) != expected[path]:
-            mismatched.append(f"{name} {tuple(tensor.shape)} -> {'/'.join(path)}, "
-                              f"expected {expected[path]}")
-            continue
-        flat[path] = value.astype(param_dtype)
-    sources = {path: name for name, (path, _) in mapping.items()}
-    missing = sorted(f"{sources[p]} (-> {'/'.join(p)})" for p in expected if p not in flat)
-    if unexpected or mismatched or missing or conflicts:
-        lines = ["checkpoint does not match the T5 config:"]
-        if missing:
-            lines.append(f"  missing tensors: {missing}")
-        if unexpected:
-            lines.append(f"  unexpected tensors (no T5 parameter): {sorted(unexpected)}")
-        if mismatched:
-            lines.append(f"  shape mismatches: {mismatched}")
-        if conflicts:
-            lines.append(f"  tied copies that differ from shared.weight: {conflicts} (is "
-                         "tie_word_embeddings right?)")
-        if any(".DenseReluDense.wi.weight" in name for name in unexpected):
-            lines.append("  DenseReluDense.wi is original T5 (relu); only T5.1.1 gated-gelu "
-                         "checkpoints are supported")
-        lines.append("check that config.json belongs to these weights")
-        raise CheckpointMismatchError("\n".join(lines))
-    return traverse_util.unflatten_dict(flat)
+    hints = []
+    if any(".DenseReluDense.wi.weight" in name for name in tensors):
+        hints.append("DenseReluDense.wi is original T5 (relu); only T5.1.1 gated-gelu "
+                     "checkpoints are supported")
+    problems = {"tied copies that differ from shared.weight (is tie_word_embeddings right?)":
+                conflicts}
+    return convert_tensors(tensors, name_map(config), expected_shapes(config), model="T5",
+                           ignored=IGNORED, param_dtype=param_dtype, problems=problems,
+                           hints=hints)
 
 
 def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Path]:

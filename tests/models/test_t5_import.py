@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from irjax.models.hf_import import CheckpointMismatchError
+from irjax.models.weight_import import CheckpointMismatchError
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5, relative_position_bucket
 from irjax.models.t5_import import expected_shapes, load_t5, load_t5_params, name_map
