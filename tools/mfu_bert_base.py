@@ -8,7 +8,7 @@ Why: the CPU benchmark (bench_train.py) says how irjax compares with PyTorch on 
 model; this says how close the same training step comes to an accelerator's peak at a size that
 fills it. It runs the code real training runs: `DualEncoderModel` (shared towers, mean pooling,
 in-batch contrastive loss, dropout on), `OptimizerConfig` (AdamW, clipping, masked decay) and the
-jitted, state-donating `Trainer._train_step`, with the state built by `Trainer._starting_state`
+jitted, state-donating `Trainer.make_train_step`, with the state built by `Trainer.initial_state`
 (random init: no checkpoint). Inputs are random token ids with full masks, so every position is
 real work; the batch is put on the device once (real training overlaps that copy with the
 previous step through async dispatch).
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import build_train_state, matmul_peak_gflops  # noqa: E402
+from bench_train import matmul_peak_gflops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -129,6 +129,7 @@ def main() -> None:
     from irjax.parallel import partitioning as pt
     from irjax.training.optimizer import OptimizerConfig
     from irjax.training.trainer import Trainer
+    from irjax.training.trainer_config import TrainerConfig
 
     device = jax.devices()[0]
     kind = device.device_kind
@@ -139,19 +140,19 @@ def main() -> None:
     b, lq, ld = args.batch_size, args.query_length, args.doc_length
     model = DualEncoderModel(config, dtype=jnp.dtype(args.dtype), dropout=not args.no_dropout)
     total = args.warmup + 2 * args.steps
-    optimizer = OptimizerConfig(learning_rate=1e-4, num_steps=total, decay="constant",
-                                weight_decay=0.01, clip_norm=1.0)
+    optimizer = OptimizerConfig(learning_rate=1e-4, decay="constant", weight_decay=0.01,
+                                clip_norm=1.0)
     host = random_batch(np.random.default_rng(0), config.vocab_size, b, lq, ld)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model, tmp, total, optimizer=optimizer, mesh=pt.create_mesh(1, 1, [device]),
-                          progress_bar=False, console=None)
-        state, shardings, source = build_train_state(trainer, host)
+        trainer = Trainer(model, tmp, TrainerConfig(num_steps=total, progress_bar=False),
+                          optimizer, mesh=pt.create_mesh(1, 1, [device]), console=None)
+        state, shardings, source = trainer.initial_state(host)
     progress(f"state from {source}: {config.num_params() / 1e6:.1f} M params (float32)")
     mesh = trainer.mesh
     batch = pt.global_batch(host, mesh)
     start = time.perf_counter()
     with pt.with_sharding_rules(mesh, trainer.rules):
-        compiled = trainer._train_step(shardings).lower(state, batch).compile()
+        compiled = trainer.make_train_step(shardings).lower(state, batch).compile()
     compile_s = time.perf_counter() - start
     flops = 3.0 * b * (lq * flops_per_token(config, lq) + ld * flops_per_token(config, ld))
     xla = xla_flops(compiled)
