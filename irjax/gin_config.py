@@ -50,8 +50,9 @@ def register_all() -> None:
     from irjax.index import base as index_base
     from irjax.models import dual_encoder
     from irjax.retrieval import bm25, dense
-    from irjax.jobs import (continual_dsi, retrieval_job, train_dsi, train_dual_encoder,
+    from irjax.jobs import (continual_dsi, pair_data, train_dsi, train_dual_encoder,
                             train_multi_vector, train_query_generator)
+    from irjax.training import optimizer, trainer_config
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
     gin.external_configurable(evaluate.compare_retrievers, "compare_retrievers")
@@ -61,12 +62,15 @@ def register_all() -> None:
     gin.external_configurable(dual_encoder.TextEncoder.from_pretrained, "pretrained_encoder")
     gin.external_configurable(index_base.create_index, "create_index")
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")
-    gin.external_configurable(retrieval_job.DataConfig, "DataConfig")
+    gin.external_configurable(trainer_config.TrainerConfig, "TrainerConfig")
+    gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
+    gin.external_configurable(pair_data.DataConfig, "DataConfig")
     gin.external_configurable(train_multi_vector.train_multi_vector, "train_multi_vector")
     gin.external_configurable(train_dsi.train_dsi, "train_dsi")
     gin.external_configurable(train_dsi.DSIData, "DSIData")
     gin.external_configurable(continual_dsi.continual_dsi, "continual_dsi")
     gin.external_configurable(train_query_generator.train_query_generator, "train_query_generator")
+    gin.external_configurable(train_query_generator.QuerySampling, "QuerySampling")
     _REGISTERED = True
 
 

@@ -75,7 +75,7 @@ stage() {
   case $1 in
     qg)
       job qg gin/train/qg_scifact.gin "$ROOT/qg_scifact" \
-        --gin.train_query_generator.sample_batch_size=256 "${QG_EXTRA[@]}"
+        --gin.QuerySampling.batch_size=256 "${QG_EXTRA[@]}"
       local rc=$?; collect qg "$ROOT/qg_scifact"; return $rc ;;
     dsi_qg)
       dsi_qg_job dsi_qg atomic "$ROOT/dsi_qg_small_atomic" "$PSEUDO"

@@ -58,13 +58,13 @@ MEASURES = ("R@10", "nDCG@10", "RR@10", "R@100")
 QUICK = {
     "dsi": ["train_dsi.t5_preset = 'tiny'", "train_dsi.t5_overrides = {'dropout_rate': 0.0}",
             "DSIData.global_batch_size = 4", "DSIData.inputs_max_length = 24",
-            "train_dsi.learning_rate = 1e-2", "train_dsi.warmup_fraction = 0.0",
-            "train_dsi.checkpoint_every = 1000", "train_dsi.log_every = 50",
+            "OptimizerConfig.learning_rate = 1e-2", "OptimizerConfig.warmup_fraction = 0.0",
+            "TrainerConfig.checkpoint_every = 1000", "TrainerConfig.log_every = 50",
             "train_dsi.beam_size = 4", "train_dsi.eval_batch_size = 8"],
     "dual_encoder": ["DataConfig.global_batch_size = 2", "DataConfig.num_hard_negatives = 0",
                      "DataConfig.query_max_length = 16",
                      "DataConfig.doc_max_length = 32", "train_dual_encoder.eval_max_length = 32",
-                     "train_dual_encoder.checkpoint_every = 1000", "train_dual_encoder.log_every = 1"],
+                     "TrainerConfig.checkpoint_every = 1000", "TrainerConfig.log_every = 1"],
 }
 CSV_COLUMNS = ("dataset", "family", "model", "corpus_size", "eval_queries", "train_queries",
                "sampled_queries", "steps", "flops_per_step", "flops", "budget_flops",
@@ -83,14 +83,14 @@ def job_bindings(family: str, args: argparse.Namespace, data_dir: Path, workdir:
         own += ["train_dsi.dense_baseline = False", "train_dsi.reference_metrics = []"]
     else:
         own += [f"train_dual_encoder.evaluate_zero_shot = {bool(args.zero_shot)}",
-                "train_dual_encoder.eval_every = None"]
+                "TrainerConfig.eval_every = None"]
     user = args.dsi_binding if family == "dsi" else args.de_binding
     for binding in user:
         key = binding.split("=", 1)[0].strip()
-        if key in (f"{job}.num_steps", f"{job}.num_epochs"):
+        if key in ("TrainerConfig.num_steps", "TrainerConfig.num_epochs"):
             raise SystemExit(f"--{'dsi' if family == 'dsi' else 'de'}-binding {binding!r}: the "
                              "study sets the steps from the FLOP budget; change --budget-* instead")
-    return [*own, *(QUICK[family] if args.quick else []), *user, f"{job}.num_steps = {steps}"]
+    return [*own, *(QUICK[family] if args.quick else []), *user, f"TrainerConfig.num_steps = {steps}"]
 
 
 def _gin_setting(selector: str, default: Any) -> Any:
@@ -117,7 +117,7 @@ def read_settings(family: str, gin_file: str, bindings: list[str]) -> dict[str, 
     import gin
 
     from irjax import gin_config
-    from irjax.jobs import retrieval_job, train_dsi, train_dual_encoder
+    from irjax.jobs import pair_data, train_dsi, train_dual_encoder
 
     gin.clear_config()
     try:
@@ -132,7 +132,7 @@ def read_settings(family: str, gin_file: str, bindings: list[str]) -> dict[str, 
             scope = "DSIData"
         else:
             fn, data = _defaults(train_dual_encoder.train_dual_encoder), \
-                _defaults(retrieval_job.DataConfig)
+                _defaults(pair_data.DataConfig)
             names, data_names = ("pretrained", "shared_towers"), (
                 "global_batch_size", "query_max_length", "doc_max_length", "num_hard_negatives")
             scope = "DataConfig"

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from irjax.data.collection import Collection
 from irjax.data.resolve import open_collection
@@ -55,6 +55,18 @@ def evaluate_on_collection(
     atomic_write_text(workdir / "metrics.json", json.dumps(record, indent=2) + "\n")
     log.info("%s", json.dumps(record["metrics"]))
     return record
+
+
+def periodic_evaluation(collection: Collection, retriever_for: Callable[[Any], Retriever],
+                        workdir: str | Path) -> Callable[[Any, int], dict[str, float]]:
+    """`(params, step) -> metrics` for a trainer's periodic evaluation: the retriever of those
+    params through the same evaluation as every run, into WORKDIR/step_<step>/."""
+    def evaluate(params: Any, step: int) -> dict[str, float]:
+        record = evaluate_on_collection(collection, retriever_for(params),
+                                        Path(workdir) / f"step_{step}")
+        return record["metrics"]
+
+    return evaluate
 
 
 def evaluate_retriever(

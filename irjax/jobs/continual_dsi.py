@@ -53,10 +53,12 @@ from irjax.files import atomic_write_text
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
 from irjax.jobs.continual_report import write_report
-from irjax.parallel.partitioning import create_mesh
 from irjax.parallel.processes import is_logging_process
-from irjax.jobs.retrieval_job import optimizer_config
-from irjax.jobs.train_dsi import docid_scheme_for, model_vocab_size, read_pseudo_queries
+from irjax.jobs.summary import write_training_summary
+from irjax.jobs.train_dsi import (DSIData, docid_scheme_for, model_vocab_size,
+                              read_pseudo_queries)
+from irjax.training.optimizer import OptimizerConfig
+from irjax.training.trainer_config import TrainerConfig
 from irjax.training.trainer import CHECKPOINT_SUBDIR, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -130,52 +132,45 @@ def phase_mixture(train: Collection, scheme: DocidScheme, documents: Sequence[Do
 
 @dataclasses.dataclass
 class _Stage:
-    """What every phase shares: the model, its docids and the training/eval settings."""
+    """What every phase shares: the model, its docids, the data shapes and the eval settings."""
 
     root: Path
     model: Seq2SeqModel
     scheme: DocidScheme
     tokenizer: SentencePieceTokenizer
-    train_settings: dict[str, Any]
-    eval_settings: dict[str, Any]
+    data: DSIData
+    beam_size: int
+    eval_batch_size: int
     probes: dict[str, list[Document]]
     query_sets: dict[str, Collection]
 
     def batches(self, mixture: DSIMixture) -> Seq2SeqBatches:
-        s = self.train_settings
-        return Seq2SeqBatches(mixture, self.tokenizer, s["global_batch_size"],
-                              inputs_max_length=s["inputs_max_length"],
+        return Seq2SeqBatches(mixture, self.tokenizer, self.data.global_batch_size,
+                              inputs_max_length=self.data.inputs_max_length,
                               targets_max_length=self.scheme.max_length + 1)
 
-    def train(self, name: str, batches: Seq2SeqBatches, steps: int, learning_rate: float,
-              init_checkpoint: Path | None) -> TrainResult:
-        s = self.train_settings
-        optimizer = optimizer_config(steps, learning_rate, s["warmup_fraction"], s["decay"],
-                                     s["weight_decay"], s["clip_norm"], 1)
-        trainer = Trainer(self.model, self.root / name, steps, optimizer=optimizer,
-                          mesh=s["mesh"], seed=s["seed"], log_every=s["log_every"],
-                          checkpoint_every=s["checkpoint_every"], init_checkpoint=init_checkpoint)
-        log.info("%s: %d steps, %s", name, steps, batches.mixture.summary())
+    def train(self, name: str, batches: Seq2SeqBatches, trainer: TrainerConfig,
+              optimizer: OptimizerConfig, init_checkpoint: Path | None) -> TrainResult:
+        """Trains one phase in WORKDIR/<name>; `trainer` is resolved (its num_steps set)."""
+        if init_checkpoint is not None:
+            trainer = dataclasses.replace(trainer, init_checkpoint=str(init_checkpoint))
+        loop = Trainer(self.model, self.root / name, trainer, optimizer)
+        log.info("%s: %d steps, %s", name, trainer.num_steps, batches.mixture.summary())
         iterator = iter(batches)
-        result = trainer.train(iterator, iterator.example_batch())
-        if is_logging_process():
-            atomic_write_text(self.root / name / "phase.json", json.dumps({
-                "phase": name, "steps": result.step, "resumed_from": result.resumed_from,
-                "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
-                "mixture": batches.mixture.summary(), "kind_sizes": batches.mixture.kind_sizes,
-                "kind_counts_per_epoch": batches.mixture.kind_counts,
-                "steps_per_epoch": batches.steps_per_epoch,
-                "final_train_metrics": {k: float(v) for k, v in (result.metrics or {}).items()},
-                "optimizer": dataclasses.asdict(optimizer),
-            }, indent=2, default=str) + "\n")
+        result = loop.train(iterator, iterator.example_batch())
+        write_training_summary(
+            loop, result, self.root / name / "phase.json", phase=name,
+            init_checkpoint=trainer.init_checkpoint, mixture=batches.mixture.summary(),
+            kind_sizes=batches.mixture.kind_sizes,
+            kind_counts_per_epoch=batches.mixture.kind_counts,
+            steps_per_epoch=batches.steps_per_epoch)
         return result
 
     def evaluate(self, name: str, result: TrainResult) -> dict[str, Any]:
         """The phase's row: memorization of D0/D1 docs and retrieval on D0-/D1-only queries."""
-        e = self.eval_settings
         retriever = GenerativeRetriever(self.model, result.params, self.scheme, self.tokenizer,
-                                        beam_size=e["beam_size"], batch_size=e["eval_batch_size"],
-                                        inputs_max_length=e["inputs_max_length"],
+                                        beam_size=self.beam_size, batch_size=self.eval_batch_size,
+                                        inputs_max_length=self.data.inputs_max_length,
                                         name=f"dsi-continual-{name}")
         out = self.root / name / "eval"
         row: dict[str, Any] = {"phase": name, "steps": result.step,
@@ -187,7 +182,7 @@ class _Stage:
             row[f"{part}_hits@1"], row[f"{part}_hits@10"] = probe.hits[1], probe.hits[10]
         if is_logging_process():
             atomic_write_text(out / "memorization.json", json.dumps(
-                {"phase": name, "steps": result.step, "beam_size": e["beam_size"],
+                {"phase": name, "steps": result.step, "beam_size": self.beam_size,
                  **memorization}, indent=2) + "\n")
         for part in PARTS:
             queries = self.query_sets[part]
@@ -212,6 +207,11 @@ def with_forgetting(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+DEFAULT_OPTIMIZER = OptimizerConfig(learning_rate=1e-3, warmup_fraction=0.05, decay="linear",
+                                    weight_decay=0.01)
+DEFAULT_PHASE = TrainerConfig(num_epochs=10.0, checkpoint_every=500, log_every=50)
+
+
 def continual_dsi(
     dataset: str,
     workdir: str,
@@ -225,46 +225,38 @@ def continual_dsi(
     t5_preset: str = "mini",
     t5_overrides: Mapping[str, Any] | None = None,
     label_smoothing: float = 0.0,
-    global_batch_size: int = 64,
-    inputs_max_length: int = 64,
-    indexing_to_retrieval_ratio: float = 1.0,
-    chunks_per_doc: int = 1,
-    phase1_epochs: float = 10.0,
-    phase1_steps: int | None = None,
-    phase1_learning_rate: float = 1e-3,
-    phase2_epochs: float = 10.0,
-    phase2_steps: int | None = None,
-    phase2_learning_rate: float = 1e-3,
-    warmup_fraction: float = 0.05,
-    decay: str = "linear",
-    weight_decay: float = 0.01,
-    clip_norm: float | None = 1.0,
+    data: DSIData = DSIData(),
+    phase1: TrainerConfig = DEFAULT_PHASE,
+    phase2: TrainerConfig = DEFAULT_PHASE,
+    phase1_optimizer: OptimizerConfig = DEFAULT_OPTIMIZER,
+    phase2_optimizer: OptimizerConfig = DEFAULT_OPTIMIZER,
     replay: bool = True,
-    replay_weight: float = 1.0,
-    pseudo_queries: str | None = None,
     beam_size: int = 20,
     eval_batch_size: int = 32,
     memorization_sample: int | None = 1000,
-    mesh_shape: tuple[int, int] = (-1, 1),
-    checkpoint_every: int = 500,
-    log_every: int = 50,
     pretrained: str | None = None,
     data_dir: str | None = None,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """Runs phase 1, the phase-2 variants and their evaluations; see the module docstring.
 
-    `memorization_sample` caps the probed documents per part (D0, D1; None: all);
-    `replay_weight` is the pseudo-query share relative to D1 indexing (ratio) and retrieval (1).
+    `data` shapes every phase's batches (global batch size, input length, indexing : retrieval
+    ratio, chunks per document, mixture seed); its `pseudo_queries` file is the generative
+    memory replayed in phase 2 (only D0 entries), weighted `pseudo_query_weight` relative to
+    D1 indexing (ratio) and retrieval (1). `phase1`/`phase2` say how long and how each phase
+    trains (phase 2's epochs are epochs of the plain, new-documents-only mixture; both phase-2
+    variants train that many steps). `memorization_sample` caps the probed documents per part
+    (D0, D1; None: all).
     """
-    if indexing_to_retrieval_ratio <= 0:
+    if data.indexing_to_retrieval_ratio <= 0:
         raise ValueError("continual indexing needs indexing examples: indexing_to_retrieval_ratio "
-                         f"must be > 0, got {indexing_to_retrieval_ratio}")
-    if replay and not pseudo_queries:
-        raise ValueError("replay=True needs pseudo_queries (a JSONL file of generated queries per "
-                         "document); pass one or set replay=False to run only phase2_plain")
-    if replay and not (math.isfinite(replay_weight) and replay_weight > 0):
-        raise ValueError(f"replay_weight must be a positive number, got {replay_weight}")
+                         f"must be > 0, got {data.indexing_to_retrieval_ratio}")
+    if replay and not data.pseudo_queries:
+        raise ValueError("replay=True needs pseudo_queries (DSIData.pseudo_queries, a JSONL file "
+                         "of generated queries per document); pass one or set replay=False to run "
+                         "only phase2_plain")
+    if replay and not (math.isfinite(data.pseudo_query_weight) and data.pseudo_query_weight > 0):
+        raise ValueError(f"replay weight (DSIData.pseudo_query_weight) must be a positive number, "
+                         f"got {data.pseudo_query_weight}")
     root = Path(workdir)
     train = open_collection(dataset, train_split, data_dir)
     evaluation = open_collection(dataset, eval_split, data_dir)
@@ -272,7 +264,7 @@ def continual_dsi(
     tokenizer = SentencePieceTokenizer()
     scheme = docid_scheme_for(train, root, docid_scheme, scheme_options or {}, pretrained)
     log.info("docids: %s", scheme.describe())
-    memory = replay_memory(pseudo_queries, scheme, split.old) if replay else None
+    memory = replay_memory(data.pseudo_queries, scheme, split.old) if replay else None
 
     by_id = {d.doc_id: d for d in train.documents}
     documents = {"d0": [by_id[d] for d in split.old], "d1": [by_id[d] for d in split.new]}
@@ -281,25 +273,19 @@ def continual_dsi(
         model=Seq2SeqModel(T5Config.preset(t5_preset, vocab_size=model_vocab_size(scheme),
                                            **dict(t5_overrides or {})),
                            label_smoothing=label_smoothing),
-        scheme=scheme, tokenizer=tokenizer,
-        train_settings=dict(global_batch_size=global_batch_size,
-                            inputs_max_length=inputs_max_length, warmup_fraction=warmup_fraction,
-                            decay=decay, weight_decay=weight_decay, clip_norm=clip_norm,
-                            mesh=create_mesh(*mesh_shape), seed=seed, log_every=log_every,
-                            checkpoint_every=checkpoint_every),
-        eval_settings=dict(beam_size=beam_size, eval_batch_size=eval_batch_size,
-                           inputs_max_length=inputs_max_length),
+        scheme=scheme, tokenizer=tokenizer, data=data, beam_size=beam_size,
+        eval_batch_size=eval_batch_size,
         probes={p: probe_documents(documents[p], memorization_sample, split_seed) for p in PARTS},
         query_sets={"d0": queries_answered_by(evaluation, split.old),
                     "d1": queries_answered_by(evaluation, split.new)},
     )
-    mix = dict(ratio=indexing_to_retrieval_ratio, chunks_per_doc=chunks_per_doc,
-               chunk_length=inputs_max_length - 1, tokenizer=tokenizer, seed=seed,
-               min_epoch_size=global_batch_size)
+    mix = dict(ratio=data.indexing_to_retrieval_ratio, chunks_per_doc=data.chunks_per_doc,
+               chunk_length=data.inputs_max_length - 1, tokenizer=tokenizer, seed=data.seed,
+               min_epoch_size=data.global_batch_size)
 
     old_batches = stage.batches(phase_mixture(train, scheme, documents["d0"], **mix))
-    steps1 = phase1_steps or max(1, math.ceil(phase1_epochs * old_batches.steps_per_epoch))
-    first = stage.train(PHASE1, old_batches, steps1, phase1_learning_rate, None)
+    phase1 = phase1.resolved(old_batches.steps_per_epoch)
+    first = stage.train(PHASE1, old_batches, phase1, phase1_optimizer, None)
     if first.preempted:
         log.warning("phase1 stopped at a preemption notice; rerun to continue")
         return {"preempted": PHASE1}
@@ -307,12 +293,13 @@ def continual_dsi(
 
     init = root / PHASE1 / CHECKPOINT_SUBDIR
     variants = {PLAIN: stage.batches(phase_mixture(train, scheme, documents["d1"], **mix))}
-    steps2 = phase2_steps or max(1, math.ceil(phase2_epochs * variants[PLAIN].steps_per_epoch))
+    phase2 = phase2.resolved(variants[PLAIN].steps_per_epoch)
     if memory is not None:
         variants[REPLAY] = stage.batches(phase_mixture(
-            train, scheme, documents["d1"], memory=memory, memory_weight=replay_weight, **mix))
+            train, scheme, documents["d1"], memory=memory,
+            memory_weight=data.pseudo_query_weight, **mix))
     for name, batches in variants.items():
-        result = stage.train(name, batches, steps2, phase2_learning_rate, init)
+        result = stage.train(name, batches, phase2, phase2_optimizer, init)
         if result.preempted:
             log.warning("%s stopped at a preemption notice; rerun to continue", name)
             return {"preempted": name}
@@ -325,10 +312,12 @@ def continual_dsi(
         "docids": scheme.describe(),
         "probed_documents": {p: len(stage.probes[p]) for p in PARTS},
         "settings": {"beam_size": beam_size, "memorization_sample": memorization_sample,
-                     "phase1_steps": steps1, "phase2_steps": steps2, "replay": replay,
-                     "replay_weight": replay_weight, "pseudo_queries": pseudo_queries,
-                     "phase1_learning_rate": phase1_learning_rate,
-                     "phase2_learning_rate": phase2_learning_rate, "t5_preset": t5_preset},
+                     "phase1_steps": phase1.num_steps, "phase2_steps": phase2.num_steps,
+                     "replay": replay, "replay_weight": data.pseudo_query_weight,
+                     "pseudo_queries": data.pseudo_queries,
+                     "phase1_learning_rate": phase1_optimizer.learning_rate,
+                     "phase2_learning_rate": phase2_optimizer.learning_rate,
+                     "t5_preset": t5_preset},
         "definitions": {
             "dX_hits@k": "share of probed DX documents whose own docid is in the top k when the "
                          "document's indexing text is the query (docids of all documents allowed)",

@@ -1,17 +1,14 @@
-"""What every retrieval training job shares: the training data from a collection split, the
-optimizer settings, and the report written at the end (comparison table + training summary).
+"""The training data of the pair-trained retrievers (dual encoder, XTR/ColBERT): the judged
+pairs of a split, plus BM25 hard negatives, teacher scores and TAS clusters, as grain batches.
 
 `train_dual_encoder` and `train_multi_vector` differ only in their model and their retriever;
-everything on either side of the Trainer comes from here.
+their data comes from here.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from irjax.data.collection import Collection
 from irjax.retrieval.hard_negatives import cached_hard_negatives
@@ -20,12 +17,7 @@ from irjax.data.tas_sampler import cluster_queries
 from irjax.data.teacher_scores import read_teacher_scores
 from irjax.data.tokenization import WordPieceTokenizer
 from irjax.data.training_examples import build_training_pairs
-from irjax.evaluation.report import comparison_table
-from irjax.files import atomic_write_text
 from irjax.index.embedding_cache import default_cache_dir
-from irjax.training.optimizer import OptimizerConfig
-from irjax.parallel.processes import is_logging_process
-from irjax.training.trainer import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -75,34 +67,3 @@ def training_batches(train: Collection, tokenizer: WordPieceTokenizer, data: Dat
         doc_max_length=data.doc_max_length, num_hard_negatives=data.num_hard_negatives,
         hard_negatives=hard_negatives, documents=documents, teacher=teacher,
         sampler=data.sampler, query_clusters=clusters, seed=data.seed)
-
-
-def count_steps(batches: DualEncoderBatches, num_epochs: float, num_steps: int | None) -> int:
-    steps = num_steps or max(1, math.ceil(num_epochs * batches.steps_per_epoch))
-    log.info("training for %d steps (%d per epoch, global batch %d)", steps,
-             batches.steps_per_epoch, batches.global_batch_size)
-    return steps
-
-
-def optimizer_config(steps: int, learning_rate: float, warmup_fraction: float, decay: str,
-                     weight_decay: float, clip_norm: float | None,
-                     grad_accum_steps: int) -> OptimizerConfig:
-    return OptimizerConfig(learning_rate=learning_rate, num_steps=steps,
-                           warmup_steps=int(warmup_fraction * steps), decay=decay,
-                           weight_decay=weight_decay, clip_norm=clip_norm,
-                           grad_accum_steps=grad_accum_steps)
-
-
-def write_report(workdir: Path, records: Sequence[dict[str, Any]], result: TrainResult,
-                 data: DataConfig, optimizer: OptimizerConfig, **settings: Any) -> None:
-    """Prints the comparison table; writes comparison.md and training_summary.json (process 0)."""
-    if not is_logging_process():
-        return
-    table = comparison_table(records)
-    print(table)
-    atomic_write_text(workdir / "comparison.md", table + "\n")
-    atomic_write_text(workdir / "training_summary.json", json.dumps({
-        "steps": result.step, "resumed_from": result.resumed_from,
-        "final_train_metrics": {k: float(v) for k, v in (result.metrics or {}).items()},
-        **settings, "data": dataclasses.asdict(data), "optimizer": dataclasses.asdict(optimizer),
-    }, indent=2, default=str) + "\n")

@@ -29,16 +29,15 @@ from irjax.data.tokenization import SentencePieceTokenizer
 from irjax.evaluation.evaluate import evaluate_on_collection
 from irjax.data.resolve import open_collection
 from irjax.retrieval.generative import GenerativeRetriever
-from irjax.evaluation.report import comparison_table
 from irjax.retrieval.dense import DenseRetriever
-from irjax.files import atomic_write_text
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
-from irjax.parallel.partitioning import create_mesh
 from irjax.parallel.processes import is_logging_process
-from irjax.jobs.retrieval_job import optimizer_config
+from irjax.jobs.summary import write_comparison, write_training_summary
+from irjax.training.optimizer import OptimizerConfig
 from irjax.training.trainer import Trainer
+from irjax.training.trainer_config import TrainerConfig
 
 log = logging.getLogger(__name__)
 DOCIDS_FILE = "docids.json"
@@ -106,6 +105,10 @@ def model_vocab_size(scheme: DocidScheme, multiple: int = 128) -> int:
     return int(math.ceil(scheme.vocab_size / multiple) * multiple)
 
 
+DEFAULT_OPTIMIZER = OptimizerConfig(learning_rate=1e-3, warmup_fraction=0.05, decay="linear",
+                                    weight_decay=0.01)
+
+
 def train_dsi(
     dataset: str,
     workdir: str,
@@ -117,23 +120,14 @@ def train_dsi(
     t5_overrides: Mapping[str, Any] | None = None,
     label_smoothing: float = 0.0,
     data: DSIData = DSIData(),
-    num_epochs: float = 10.0,
-    num_steps: int | None = None,
-    learning_rate: float = 1e-3,
-    warmup_fraction: float = 0.05,
-    decay: str = "linear",
-    weight_decay: float = 0.01,
-    clip_norm: float | None = 1.0,
-    mesh_shape: tuple[int, int] = (-1, 1),
-    checkpoint_every: int = 500,
-    log_every: int = 50,
+    trainer: TrainerConfig = TrainerConfig(num_epochs=10.0, checkpoint_every=500, log_every=50),
+    optimizer: OptimizerConfig = DEFAULT_OPTIMIZER,
     beam_size: int = 20,
     eval_batch_size: int = 32,
     dense_baseline: bool = False,
     reference_metrics: Sequence[str] = (),
     pretrained: str | None = None,
     data_dir: str | None = None,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """Trains DSI on `train_split` (indexing the whole corpus) and evaluates on `eval_split`."""
     workdir_path = Path(workdir)
@@ -151,18 +145,14 @@ def train_dsi(
         tokenizer=tokenizer, seed=data.seed)
     batches = Seq2SeqBatches(mixture, tokenizer, data.global_batch_size,
                              inputs_max_length=data.inputs_max_length)
-    steps = num_steps or max(1, math.ceil(num_epochs * batches.steps_per_epoch))
+    trainer = trainer.resolved(batches.steps_per_epoch)
 
     config = T5Config.preset(t5_preset, vocab_size=model_vocab_size(scheme),
                              **dict(t5_overrides or {}))
     model = Seq2SeqModel(config, label_smoothing=label_smoothing)
-    optimizer = optimizer_config(steps, learning_rate, warmup_fraction, decay, weight_decay,
-                                 clip_norm, 1)
-    trainer = Trainer(model, workdir_path, steps, optimizer=optimizer,
-                      mesh=create_mesh(*mesh_shape), seed=seed, log_every=log_every,
-                      checkpoint_every=checkpoint_every)
+    loop = Trainer(model, workdir_path, trainer, optimizer)
     iterator = iter(batches)
-    result = trainer.train(iterator, iterator.example_batch())
+    result = loop.train(iterator, iterator.example_batch())
 
     records = [json.loads(Path(p).read_text()) for p in reference_metrics if Path(p).exists()]
     if dense_baseline:
@@ -176,18 +166,10 @@ def train_dsi(
                                     name=f"dsi-t5{t5_preset}-{docid_scheme}")
     record = evaluate_on_collection(evaluation, retriever, workdir_path)
     records.append(record)
-    if is_logging_process():
-        table = comparison_table(records)
-        print(table)
-        atomic_write_text(workdir_path / "comparison.md", table + "\n")
-        atomic_write_text(workdir_path / "training_summary.json", json.dumps({
-            "steps": result.step, "resumed_from": result.resumed_from,
-            "final_train_metrics": {k: float(v) for k, v in (result.metrics or {}).items()},
-            "docids": scheme.describe(), "t5": dataclasses.asdict(config),
-            "mixture": mixture.summary(), "steps_per_epoch": batches.steps_per_epoch,
-            "data": dataclasses.asdict(data), "optimizer": dataclasses.asdict(optimizer),
-            "throughput_queries_per_s": _throughputs(records),
-        }, indent=2, default=str) + "\n")
+    write_comparison(workdir_path, records)
+    write_training_summary(loop, result, docids=scheme.describe(), t5=config,
+                           mixture=mixture.summary(), steps_per_epoch=batches.steps_per_epoch,
+                           data=data, throughput_queries_per_s=_throughputs(records))
     return record
 
 

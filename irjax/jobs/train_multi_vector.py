@@ -13,23 +13,27 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from irjax.data.tokenization import WordPieceTokenizer
-from irjax.evaluation.evaluate import evaluate_on_collection
 from irjax.data.resolve import open_collection
-from irjax.retrieval.multi_vector import MaxSimRetriever, punctuation_ids
+from irjax.data.tokenization import WordPieceTokenizer
+from irjax.evaluation.evaluate import evaluate_on_collection, periodic_evaluation
 from irjax.evaluation.multi_vector_study import study_multi_vector
-from irjax.retrieval.dense import DenseRetriever
+from irjax.jobs.pair_data import DataConfig, training_batches
+from irjax.jobs.summary import write_comparison, write_training_summary
 from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.hf_import import load_bert_params
 from irjax.models.multi_vector import MultiVectorModel
 from irjax.models.pretrained import load_checkpoint
-from irjax.parallel.partitioning import create_mesh
-from irjax.jobs.retrieval_job import (DataConfig, count_steps, optimizer_config, training_batches,
-                                      write_report)
+from irjax.retrieval.dense import DenseRetriever
+from irjax.retrieval.multi_vector import MaxSimRetriever, punctuation_ids
+from irjax.training.optimizer import OptimizerConfig
 from irjax.training.trainer import Trainer
+from irjax.training.trainer_config import TrainerConfig
 
 log = logging.getLogger(__name__)
+
+DEFAULT_OPTIMIZER = OptimizerConfig(learning_rate=3e-5, warmup_fraction=0.1, decay="linear",
+                                    weight_decay=0.01)
 
 
 def train_multi_vector(
@@ -42,19 +46,9 @@ def train_multi_vector(
     dim: int = 128,
     temperature: float = 0.05,
     skip_punctuation: bool = True,
-    num_epochs: float = 1.0,
-    num_steps: int | None = None,
     data: DataConfig = DataConfig(),
-    learning_rate: float = 3e-5,
-    warmup_fraction: float = 0.1,
-    decay: str = "linear",
-    weight_decay: float = 0.01,
-    clip_norm: float | None = 1.0,
-    grad_accum_steps: int = 1,
-    mesh_shape: tuple[int, int] = (-1, 1),
-    checkpoint_every: int = 100,
-    log_every: int = 10,
-    eval_every: int | None = None,
+    trainer: TrainerConfig = TrainerConfig(checkpoint_every=100, log_every=10),
+    optimizer: OptimizerConfig = DEFAULT_OPTIMIZER,
     eval_mode: str = "xtr",
     k_prime: int = 1024,
     eval_doc_max_length: int | None = None,
@@ -64,7 +58,6 @@ def train_multi_vector(
     study_options: dict[str, Any] | None = None,
     pretrained: str | None = None,
     data_dir: str | None = None,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """Fine-tunes MiniLM + a token projection with the XTR (or ColBERT) objective, then
     evaluates on `eval_split` with exhaustive token retrieval.
@@ -82,13 +75,11 @@ def train_multi_vector(
     evaluation = open_collection(dataset, eval_split, data_dir)
 
     batches = training_batches(train, tokenizer, data)  # no pooled encoder: random sampler only
-    steps = count_steps(batches, num_epochs, num_steps)
+    trainer = trainer.resolved(batches.steps_per_epoch)
 
     skip_ids = punctuation_ids(tokenizer) if skip_punctuation else ()
     model = MultiVectorModel(config, dim=dim, objective=objective, k_train=k_train,
                              temperature=temperature, doc_skip_ids=skip_ids)
-    optimizer = optimizer_config(steps, learning_rate, warmup_fraction, decay, weight_decay,
-                                 clip_norm, grad_accum_steps)
     name = f"{checkpoint.name}-{objective}"
 
     def retriever_for(params: Any) -> MaxSimRetriever:
@@ -98,20 +89,15 @@ def train_multi_vector(
                                mode=eval_mode, k_prime=k_prime, doc_skip_ids=skip_ids,
                                name=f"{name}+{eval_mode}")
 
-    def periodic_eval(params: Any, step: int) -> dict[str, float]:
-        record = evaluate_on_collection(evaluation, retriever_for(params),
-                                        workdir_path / "eval" / f"step_{step}")
-        return record["metrics"]
-
-    trainer = Trainer(
-        model, workdir_path, steps, optimizer=optimizer, mesh=create_mesh(*mesh_shape), seed=seed,
-        log_every=log_every, checkpoint_every=checkpoint_every,
-        eval_every=eval_every, evaluate=periodic_eval if eval_every else None,
+    loop = Trainer(
+        model, workdir_path, trainer, optimizer,
+        evaluate=periodic_evaluation(evaluation, retriever_for, workdir_path / "eval")
+        if trainer.eval_every else None,
         import_params=lambda: model.from_pretrained_params(
             load_bert_params(checkpoint.weights_path, config)),
     )
     iterator = iter(batches)
-    result = trainer.train(iterator, iterator.example_batch())
+    result = loop.train(iterator, iterator.example_batch())
 
     records = []
     if evaluate_dense_baseline:
@@ -123,8 +109,9 @@ def train_multi_vector(
     if study:  # shares the retriever's corpus encoding
         study_multi_vector(evaluation, retriever, workdir_path / "paths", k_prime=k_prime,
                            **(study_options or {}))
-    write_report(workdir_path, records, result, data, optimizer,
-                 model={"objective": objective, "k_train": k_train, "dim": dim,
-                        "temperature": temperature, "skip_punctuation": skip_punctuation},
-                 eval={"mode": eval_mode, "k_prime": k_prime})
+    write_comparison(workdir_path, records)
+    write_training_summary(loop, result, data=data,
+                           model={"objective": objective, "k_train": k_train, "dim": dim,
+                                  "temperature": temperature, "skip_punctuation": skip_punctuation},
+                           eval={"mode": eval_mode, "k_prime": k_prime})
     return records[-1]

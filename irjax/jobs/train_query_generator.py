@@ -43,10 +43,11 @@ from irjax.evaluation.query_quality import query_quality
 from irjax.files import atomic_write_text
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
-from irjax.parallel.partitioning import create_mesh
 from irjax.parallel.processes import is_logging_process
-from irjax.jobs.retrieval_job import optimizer_config
+from irjax.jobs.summary import write_training_summary
+from irjax.training.optimizer import OptimizerConfig
 from irjax.training.trainer import Trainer
+from irjax.training.trainer_config import TrainerConfig
 
 log = logging.getLogger(__name__)
 PSEUDO_QUERIES_FILE = "pseudo_queries.jsonl"
@@ -126,6 +127,22 @@ def samples_markdown(collection: Collection, queries: Mapping[str, list[str]],
     return "\n".join(out) + "\n"
 
 
+@dataclasses.dataclass(frozen=True)
+class QuerySampling:
+    """How queries are sampled for every document once the generator is trained (top_k=1 is
+    greedy; `batch_size` documents per compiled sampling call)."""
+
+    num_queries_per_doc: int = 5
+    top_k: int | None = 10
+    top_p: float | None = None
+    temperature: float = 1.0
+    batch_size: int = 32
+
+
+DEFAULT_OPTIMIZER = OptimizerConfig(learning_rate=1e-3, warmup_fraction=0.05, decay="linear",
+                                    weight_decay=0.01)
+
+
 def train_query_generator(
     dataset: str,
     workdir: str,
@@ -133,35 +150,23 @@ def train_query_generator(
     t5_preset: str = "mini",
     t5_overrides: Mapping[str, Any] | None = None,
     label_smoothing: float = 0.0,
-    num_epochs: float = 20.0,
-    num_steps: int | None = None,
-    learning_rate: float = 1e-3,
-    warmup_fraction: float = 0.05,
-    decay: str = "linear",
-    weight_decay: float = 0.01,
-    clip_norm: float | None = 1.0,
     global_batch_size: int = 32,
     inputs_max_length: int = 128,
     targets_max_length: int = 32,
     heldout_fraction: float = 0.05,
-    mesh_shape: tuple[int, int] = (-1, 1),
-    checkpoint_every: int = 500,
-    log_every: int = 50,
-    eval_every: int | None = 100,
-    num_queries_per_doc: int = 5,
-    top_k: int | None = 10,
-    top_p: float | None = None,
-    temperature: float = 1.0,
-    sample_batch_size: int = 32,
+    trainer: TrainerConfig = TrainerConfig(num_epochs=20.0, checkpoint_every=500, log_every=50,
+                                           eval_every=100),
+    optimizer: OptimizerConfig = DEFAULT_OPTIMIZER,
+    sampling: QuerySampling = QuerySampling(),
     num_samples_shown: int = 10,
     data_dir: str | None = None,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """Trains document -> query T5 on `train_split`, samples queries for the whole corpus, and
     returns the training summary (also written to WORKDIR/training_summary.json)."""
     workdir_path = Path(workdir)
     collection = open_collection(dataset, train_split, data_dir)
     tokenizer = SentencePieceTokenizer()
+    seed = trainer.seed
     data = query_generation_examples(collection, tokenizer, targets_max_length=targets_max_length,
                                      heldout_fraction=heldout_fraction, seed=seed)
     log.info("query generation examples: %s", data.summary())
@@ -169,15 +174,13 @@ def train_query_generator(
     batches = Seq2SeqBatches(mixture, tokenizer, global_batch_size,
                              inputs_max_length=inputs_max_length,
                              targets_max_length=targets_max_length)
-    steps = num_steps or max(1, math.ceil(num_epochs * batches.steps_per_epoch))
+    trainer = trainer.resolved(batches.steps_per_epoch)
 
     config = T5Config.preset(t5_preset, **dict(t5_overrides or {}))
     if config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"t5 vocab_size={config.vocab_size} is below the SentencePiece "
                          f"vocabulary ({tokenizer.vocab_size}); leave it at 32128")
     model = Seq2SeqModel(config, label_smoothing=label_smoothing)
-    optimizer = optimizer_config(steps, learning_rate, warmup_fraction, decay, weight_decay,
-                                 clip_norm, 1)
     shapes = (tokenizer, global_batch_size, inputs_max_length, targets_max_length)
     heldout_loss = TeacherForcedLoss(model, data.heldout, *shapes)
     train_pairs_loss = TeacherForcedLoss(  # as many training pairs, to see the generalisation gap
@@ -188,12 +191,10 @@ def train_query_generator(
         metrics = heldout_loss(params)
         return {f"heldout_{k}": metrics[k] for k in ("cross_entropy", "token_accuracy")}
 
-    trainer = Trainer(model, workdir_path, steps, optimizer=optimizer,
-                      mesh=create_mesh(*mesh_shape), seed=seed, log_every=log_every,
-                      checkpoint_every=checkpoint_every, eval_every=eval_every,
-                      evaluate=heldout_curve if data.heldout else None)
+    loop = Trainer(model, workdir_path, trainer, optimizer,
+                   evaluate=heldout_curve if data.heldout else None)
     iterator = iter(batches)
-    result = trainer.train(iterator, iterator.example_batch())
+    result = loop.train(iterator, iterator.example_batch())
     if result.preempted:
         log.warning("stopped at step %d by a preemption notice; rerun to finish", result.step)
         return {"steps": result.step, "preempted": True}
@@ -203,38 +204,35 @@ def train_query_generator(
 
     start = time.perf_counter()
     documents = [d for d in collection.documents if d.contents.strip()]
-    queries = generate_queries(model, result.params, documents, tokenizer, num_queries_per_doc,
-                               top_k=top_k, top_p=top_p, temperature=temperature,
+    queries = generate_queries(model, result.params, documents, tokenizer,
+                               sampling.num_queries_per_doc, top_k=sampling.top_k,
+                               top_p=sampling.top_p, temperature=sampling.temperature,
                                max_length=targets_max_length, inputs_max_length=inputs_max_length,
-                               batch_size=sample_batch_size, seed=seed)
+                               batch_size=sampling.batch_size, seed=seed)
     seconds = time.perf_counter() - start
     texts = {d.doc_id: d.contents for d in collection.documents}
     real: dict[str, list[str]] = {}
     for e in data.train:
         real.setdefault(e.doc_id, []).append(collection.queries[e.source_id])
-    summary = {
-        "steps": result.step, "resumed_from": result.resumed_from,
-        "final_train_metrics": {k: float(v) for k, v in (result.metrics or {}).items()},
-        "heldout_loss": heldout, "train_pairs_loss": train_loss,
-        "examples": data.summary(), "steps_per_epoch": batches.steps_per_epoch,
-        "generation": {
-            "documents": len(queries),
-            "empty_documents_skipped": len(collection.documents) - len(documents),
-            "queries_per_doc": num_queries_per_doc, "top_k": top_k, "top_p": top_p,
-            "temperature": temperature, "max_length": targets_max_length,
-            "blank_queries": sum(not q for qs in queries.values() for q in qs),
-            "seconds": seconds, "docs_per_s": len(queries) / max(seconds, 1e-9)},
-        "quality_generated": query_quality(texts, queries),
-        "quality_real_train_queries": query_quality(texts, real),
-        "t5": dataclasses.asdict(config), "optimizer": dataclasses.asdict(optimizer),
-    }
     if is_logging_process():
         write_pseudo_queries(workdir_path / PSEUDO_QUERIES_FILE, queries)
         samples = samples_markdown(collection, queries, data, num_samples_shown, seed)
         atomic_write_text(workdir_path / "samples.md", samples)
-        atomic_write_text(workdir_path / "training_summary.json",
-                          json.dumps(summary, indent=2, default=str) + "\n")
         print("\n".join(samples.splitlines()[:40]))
+    summary = write_training_summary(
+        loop, result, heldout_loss=heldout, train_pairs_loss=train_loss,
+        examples=data.summary(), steps_per_epoch=batches.steps_per_epoch,
+        generation={
+            "documents": len(queries),
+            "empty_documents_skipped": len(collection.documents) - len(documents),
+            "queries_per_doc": sampling.num_queries_per_doc, "top_k": sampling.top_k,
+            "top_p": sampling.top_p, "temperature": sampling.temperature,
+            "max_length": targets_max_length,
+            "blank_queries": sum(not q for qs in queries.values() for q in qs),
+            "seconds": seconds, "docs_per_s": len(queries) / max(seconds, 1e-9)},
+        quality_generated=query_quality(texts, queries),
+        quality_real_train_queries=query_quality(texts, real), t5=config)
+    if is_logging_process():
         print(json.dumps({k: summary[k] for k in ("heldout_loss", "quality_generated",
                                                   "quality_real_train_queries")}, indent=2))
     return summary

@@ -11,7 +11,11 @@ import numpy as np
 from irjax.data.collection import Collection
 from irjax.data.runs import Run
 from irjax.index.base import Index, create_index
+from irjax.data.tokenization import WordPieceTokenizer
 from irjax.index.embedding_cache import cache_key, cached_embeddings
+from irjax.models.dual_encoder import TextEncoder
+from irjax.models.dual_encoder_training import DualEncoderModel
+from irjax.parallel.fingerprint import params_digest
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +80,21 @@ class DenseRetriever:
         result = index.search(query_vectors, k)
         self.timings["search_s"] = time.perf_counter() - start
         return result.to_run(list(queries))
+
+
+def dual_encoder_retriever(model: DualEncoderModel, params: Any, tokenizer: WordPieceTokenizer,
+                           name: str, max_length: int, index: str = "exact",
+                           cache_dir: str | None = None) -> DenseRetriever:
+    """A `DenseRetriever` over a trained dual encoder's towers (the query tower encodes queries,
+    the document tower the corpus; one encoder when the towers are shared). Each tower's
+    encoder is fingerprinted by its parameter values, so cached corpus embeddings of other
+    parameters are never reused."""
+    def encoder(side: str) -> TextEncoder:
+        side_params = model.tower(params, side)
+        return TextEncoder(model.module, side_params, tokenizer, name=name, max_length=max_length,
+                           pooling=model.pooling,
+                           fingerprint_parts=(f"params:{params_digest(side_params)}",))
+
+    query = encoder("query")
+    doc = query if model.shared_towers else encoder("doc")
+    return DenseRetriever(doc, index=index, query_encoder=query, cache_dir=cache_dir)

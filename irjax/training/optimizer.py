@@ -38,11 +38,17 @@ def decay_mask(params: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Settings of `make_optimizer`, kept together so the trainer can also ask for the rate."""
+    """Settings of the optimizer, bound by gin as `OptimizerConfig.*` in every training config.
+
+    The schedule's length is the run's: leave `num_steps` None and the trainer resolves it from
+    its `TrainerConfig` (`resolved(num_steps)`), with `warmup_steps` = `warmup_fraction` of it
+    unless given. The trainer also asks it for the rate at each step, to log it.
+    """
 
     learning_rate: float
-    num_steps: int
-    warmup_steps: int = 0
+    num_steps: int | None = None
+    warmup_steps: int | None = None
+    warmup_fraction: float = 0.0
     decay: Decay = "cosine"
     end_learning_rate_fraction: float = 0.0
     weight_decay: float = 0.0
@@ -55,9 +61,12 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         if self.learning_rate < 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be >= 0")
-        if self.num_steps < 1:
+        if self.num_steps is not None and self.num_steps < 1:
             raise ValueError(f"num_steps={self.num_steps} must be >= 1 (the schedule's length)")
-        if not 0 <= self.warmup_steps <= self.num_steps:
+        if not 0 <= self.warmup_fraction <= 1:
+            raise ValueError(f"warmup_fraction={self.warmup_fraction} must be in [0, 1]")
+        if self.warmup_steps is not None and not (
+                0 <= self.warmup_steps <= (self.num_steps or self.warmup_steps)):
             raise ValueError(f"warmup_steps={self.warmup_steps} must be in [0, num_steps="
                              f"{self.num_steps}]; shorten warmup or train longer")
         if self.decay not in ("cosine", "linear", "constant"):
@@ -70,25 +79,42 @@ class OptimizerConfig:
         if self.grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps={self.grad_accum_steps} must be >= 1 (1 = off)")
 
+    def resolved(self, num_steps: int) -> "OptimizerConfig":
+        """This config for a run of `num_steps` batches (kept if the schedule's length is set):
+        warmup_steps from warmup_fraction unless given."""
+        steps = self.num_steps if self.num_steps is not None else num_steps
+        warmup = (self.warmup_steps if self.warmup_steps is not None
+                  else int(self.warmup_fraction * steps))
+        return dataclasses.replace(self, num_steps=steps, warmup_steps=warmup)
+
+    def _length(self) -> tuple[int, int]:
+        if self.num_steps is None:
+            raise ValueError("OptimizerConfig.num_steps is unset: the schedule needs the run's "
+                             "length; call resolved(num_steps) (the Trainer does)")
+        warmup = (self.warmup_steps if self.warmup_steps is not None
+                  else int(self.warmup_fraction * self.num_steps))
+        return self.num_steps, warmup
+
     def schedule(self) -> optax.Schedule:
         """Learning rate as a function of the trainer step (batch index, from 0).
 
         Linear warmup from 0 to the peak over `warmup_steps`, then the decay down to
         `end_learning_rate_fraction * learning_rate` at `num_steps` (held there after).
         """
+        num_steps, warmup_steps = self._length()
         peak = self.learning_rate
         end = peak * self.end_learning_rate_fraction
-        span = self.num_steps - self.warmup_steps
+        span = num_steps - warmup_steps
         if self.decay == "constant" or span == 0:
             after = optax.constant_schedule(peak)
         elif self.decay == "linear":
             after = optax.linear_schedule(peak, end, span)
         else:
             after = optax.cosine_decay_schedule(peak, span, alpha=self.end_learning_rate_fraction)
-        if self.warmup_steps == 0:
+        if warmup_steps == 0:
             return after
-        warmup = optax.linear_schedule(0.0, peak, self.warmup_steps)
-        return optax.join_schedules([warmup, after], [self.warmup_steps])
+        warmup = optax.linear_schedule(0.0, peak, warmup_steps)
+        return optax.join_schedules([warmup, after], [warmup_steps])
 
     def learning_rate_at(self, step: int) -> float:
         """The rate of the update that the batch with index `step` (from 0) contributes to."""
@@ -115,17 +141,11 @@ class OptimizerConfig:
 
 
 def make_optimizer(learning_rate: float, num_steps: int, warmup_steps: int = 0,
-                   decay: Decay = "cosine", end_learning_rate_fraction: float = 0.0,
-                   weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
-                   eps: float = 1e-8, clip_norm: float | None = 1.0,
-                   grad_accum_steps: int = 1) -> optax.GradientTransformation:
+                   **settings: Any) -> optax.GradientTransformation:
     """The optax transform for these settings; see `OptimizerConfig` for their meaning."""
-    return OptimizerConfig(learning_rate, num_steps, warmup_steps, decay,
-                           end_learning_rate_fraction, weight_decay, b1, b2, eps, clip_norm,
-                           grad_accum_steps).build()
+    return OptimizerConfig(learning_rate, num_steps, warmup_steps, **settings).build()
 
 
 def learning_rate_at(step: int, config: OptimizerConfig) -> float:
     """`config.learning_rate_at(step)`, as a function for loggers holding only the config."""
     return config.learning_rate_at(step)
-

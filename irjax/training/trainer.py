@@ -39,6 +39,7 @@ from irjax.training.metrics_writer import MetricsWriter
 from irjax.training.model import TrainableModel
 from irjax.training.nan_guard import check_finite
 from irjax.training.optimizer import OptimizerConfig
+from irjax.training.trainer_config import TrainerConfig
 from irjax.training.resume import resume_state
 from irjax.training.train_state import TrainState, abstract_state, merge_params, state_shardings
 
@@ -122,50 +123,46 @@ def _gather_json(obj: Any) -> list[Any]:
 class Trainer:
     """Trains any `TrainableModel`; see the module docstring for the guarantees.
 
-    `optimizer` is an OptimizerConfig (its schedule is logged as `learning_rate`) or a prebuilt
-    optax transform (then pass `learning_rate_fn(step)` to log the rate). Steps are 1-based in
-    logs and checkpoints: step s is the state after s batches. `eval_every=None` evaluates only
-    at the end. `evaluate(params, step)` and `final_evaluate(params, step)` run on every process
-    and return scalars, logged as `eval/<name>` and `final_eval/<name>`; at the end
-    `final_evaluate` runs if given, else `evaluate` (unless it just ran at that step).
-    `import_params()` returns (possibly partial) params merged into a fresh state;
-    `init_checkpoint` (another run's checkpoint directory or step directory, saved with the same
-    optimizer structure) contributes its params only: step 0, fresh optimizer state and data.
+    `config` says how (a resolved `TrainerConfig`: its `num_steps` is set); `optimizer` is an
+    OptimizerConfig (resolved to the run's length; its schedule is logged as `learning_rate`) or
+    a prebuilt optax transform (then pass `learning_rate_fn(step)` to log the rate). Steps are
+    1-based in logs and checkpoints: step s is the state after s batches. `evaluate(params,
+    step)` runs every `config.eval_every` steps and `final_evaluate(params, step)` at the end
+    (else `evaluate`, unless it just ran at that step); both run on every process and return
+    scalars, logged as `eval/<name>` and `final_eval/<name>`. `import_params()` returns (possibly
+    partial) params merged into a fresh state; `config.init_checkpoint` (another run's checkpoint
+    directory or step directory, saved with the same optimizer structure) contributes its params
+    only: step 0, fresh optimizer state and data. `mesh` overrides `config.mesh_shape`.
     """
 
-    def __init__(self, model: TrainableModel, workdir: str | os.PathLike, num_steps: int, *,
-                 optimizer: OptimizerConfig | optax.GradientTransformation,
+    def __init__(self, model: TrainableModel, workdir: str | os.PathLike, config: TrainerConfig,
+                 optimizer: OptimizerConfig | optax.GradientTransformation, *,
                  learning_rate_fn: Callable[[int], float] | None = None,
-                 mesh_shape: tuple[int, int] = (-1, 1), rules: pt.LogicalRules = pt.DEFAULT_RULES,
-                 mesh: Mesh | None = None, seed: int = 0, log_every: int = 100,
-                 eval_every: int | None = None, checkpoint_every: int = 1000,
-                 keep_checkpoints: int = 3, async_checkpoints: bool = True,
-                 init_checkpoint: str | os.PathLike | None = None,
+                 mesh: Mesh | None = None,
                  import_params: Callable[[], PyTree] | None = None,
                  evaluate: EvalFn | None = None, final_evaluate: EvalFn | None = None,
-                 progress_bar: bool = True,
                  console: Callable[[str], None] | None = tqdm.write) -> None:
-        for name, value in (("num_steps", num_steps), ("log_every", log_every),
-                            ("checkpoint_every", checkpoint_every)):
-            if value < 1:
-                raise ValueError(f"{name}={value} must be a positive number of steps")
-        if eval_every is not None and eval_every < 1:
-            raise ValueError(f"eval_every={eval_every}: use a positive step count, or None to "
-                             "evaluate only at the end")
-        self.model, self.workdir, self.num_steps = model, Path(workdir), num_steps
+        if config.num_steps is None:
+            raise ValueError("TrainerConfig.num_steps is unset: resolve the run's length first "
+                             "(config.resolved(steps_per_epoch)) or set num_steps")
+        self.model, self.workdir, self.config = model, Path(workdir), config
+        self.num_steps = config.num_steps
         if isinstance(optimizer, OptimizerConfig):
+            optimizer = optimizer.resolved(self.num_steps)
+            self.optimizer_config: OptimizerConfig | None = optimizer
             self.tx = optimizer.build()
             self.learning_rate_fn = learning_rate_fn or optimizer.learning_rate_at
         else:
+            self.optimizer_config = None
             self.tx, self.learning_rate_fn = optimizer, learning_rate_fn
-        self.mesh = mesh if mesh is not None else pt.create_mesh(*mesh_shape)
-        self.rules = tuple(rules)
-        self.seed, self.log_every, self.eval_every = seed, log_every, eval_every
-        self.checkpoint_every, self.keep_checkpoints = checkpoint_every, keep_checkpoints
-        self.async_checkpoints, self.init_checkpoint = async_checkpoints, init_checkpoint
+        self.mesh = mesh if mesh is not None else pt.create_mesh(*config.mesh_shape)
+        self.rules = tuple(config.rules)
+        self.seed, self.log_every, self.eval_every = config.seed, config.log_every, config.eval_every
+        self.checkpoint_every = config.checkpoint_every
+        self.init_checkpoint = config.init_checkpoint
         self.import_params = import_params
         self.evaluate, self.final_evaluate = evaluate, final_evaluate
-        self.progress_bar, self.console = progress_bar, console
+        self.progress_bar, self.console = config.progress_bar, console
 
     # ---------------------------------------------------------------- building blocks
 
@@ -176,7 +173,9 @@ class Trainer:
         init_key, step_key = jax.random.split(jax.random.key(self.seed))
         return init_key, step_key
 
-    def _train_step(self, shardings: TrainState) -> Callable[..., tuple[TrainState, dict]]:
+    def make_train_step(self, shardings: TrainState) -> Callable[..., tuple[TrainState, dict]]:
+        """The jitted, state-donating step `(state, global batch) -> (state, metrics)`; trace
+        it inside `pt.with_sharding_rules(self.mesh, self.rules)`."""
         model, tx = self.model, self.tx
 
         def step(state: TrainState, batch: dict[str, jax.Array]):
@@ -189,8 +188,9 @@ class Trainer:
         return jax.jit(step, in_shardings=(shardings, pt.batch_sharding(self.mesh)),
                        out_shardings=(shardings, pt.replicated(self.mesh)), donate_argnums=(0,))
 
-    def _starting_state(self, checkpointer: Checkpointer, example: dict[str, jax.Array]):
-        """Shardings and the resumed (state, step, extra, source), allocating nothing twice."""
+    def starting_state(self, checkpointer: Checkpointer, example: dict[str, jax.Array]):
+        """Shardings and the resumed (state, step, extra, source), allocating nothing twice;
+        `example` is a global batch of the real shapes."""
         model, tx = self.model, self.tx
         with pt.with_sharding_rules(self.mesh, self.rules):
             boxed = jax.eval_shape(lambda batch: model.init_variables(self._keys()[0], batch),
@@ -213,6 +213,24 @@ class Trainer:
                 # a new run from another run's weights: new optimizer state and step 0
                 adapt_init_checkpoint=lambda state: fresh_opt(state.params))
         return shardings, resumed
+
+    def _checkpointer(self) -> Checkpointer:
+        return Checkpointer(self.workdir / CHECKPOINT_SUBDIR, keep=self.config.keep_checkpoints,
+                            save_every=self.checkpoint_every,
+                            async_save=self.config.async_checkpoints)
+
+    def initial_state(self, host_example: Mapping[str, np.ndarray]
+                      ) -> tuple[TrainState, TrainState, str]:
+        """(state, shardings, source) a run in this workdir starts from: its latest checkpoint,
+        else the init checkpoint, imported params or scratch. For tools that drive
+        `make_train_step` themselves (benchmarks, MFU); `train` does this on its own."""
+        checkpointer = self._checkpointer()
+        try:
+            example = pt.global_batch(host_example, self.mesh)
+            shardings, (state, _, _, source) = self.starting_state(checkpointer, example)
+        finally:
+            checkpointer.close()
+        return state, shardings, source
 
     def _restore_iterator(self, data_iterator: CheckpointableIterator,
                           extra: Mapping[str, Any] | None) -> None:
@@ -279,20 +297,18 @@ class Trainer:
                 "(e.g. grain's DatasetIterator)")
         mesh, num_steps = self.mesh, self.num_steps
         example = pt.global_batch(example_batch, mesh)
-        checkpointer = Checkpointer(self.workdir / CHECKPOINT_SUBDIR, keep=self.keep_checkpoints,
-                                    save_every=self.checkpoint_every,
-                                    async_save=self.async_checkpoints)
+        checkpointer = self._checkpointer()
         writer = MetricsWriter(self.workdir, console=self.console)
         bar = None
         try:
-            shardings, (state, start, extra, source) = self._starting_state(checkpointer, example)
+            shardings, (state, start, extra, source) = self.starting_state(checkpointer, example)
             del example
             if int(jax.device_get(state.step)) != start:
                 raise ValueError(f"checkpoint step {start} holds a state at step "
                                  f"{int(jax.device_get(state.step))}; the workdir is inconsistent")
             self._restore_iterator(data_iterator, extra)
             log.info("training steps %d..%d from %s", start + 1, num_steps, source)
-            train_step = self._train_step(shardings)
+            train_step = self.make_train_step(shardings)
             bar = tqdm(total=num_steps, initial=start, unit="step", dynamic_ncols=True,
                        disable=not (self.progress_bar and is_logging_process()))
             last: dict[str, float] = {}

@@ -25,13 +25,14 @@ PSEUDO = {  # hand-written "generated" queries, for every document; only D0's ma
     "d6": ["how do plants use light", "sugar from carbon dioxide"],
 }
 TINY = ["continual_dsi.t5_preset = 'tiny'", "continual_dsi.t5_overrides = {'dropout_rate': 0.0}",
-        "continual_dsi.global_batch_size = 4", "continual_dsi.inputs_max_length = 24",
-        "continual_dsi.new_doc_count = 2", "continual_dsi.phase1_steps = 150",
-        "continual_dsi.phase2_steps = 80", "continual_dsi.phase1_learning_rate = 1e-2",
-        "continual_dsi.phase2_learning_rate = 1e-2", "continual_dsi.warmup_fraction = 0.0",
+        "DSIData.global_batch_size = 4", "DSIData.inputs_max_length = 24",
+        "continual_dsi.new_doc_count = 2", "phase1/TrainerConfig.num_steps = 150",
+        "phase2/TrainerConfig.num_steps = 80", "phase1/OptimizerConfig.learning_rate = 1e-2",
+        "phase2/OptimizerConfig.learning_rate = 1e-2",
+        "OptimizerConfig.warmup_fraction = 0.0",
         "continual_dsi.beam_size = 6", "continual_dsi.eval_batch_size = 4",
-        "continual_dsi.memorization_sample = None", "continual_dsi.checkpoint_every = 1000",
-        "continual_dsi.log_every = 50"]
+        "continual_dsi.memorization_sample = None", "TrainerConfig.checkpoint_every = 1000",
+        "TrainerConfig.log_every = 50"]
 
 
 @pytest.fixture(autouse=True)
@@ -135,7 +136,7 @@ def test_replay_inputs_are_checked_before_training(tmp_path):
     with pytest.raises(ValueError, match="no pseudo-queries of the 1 old"):
         replay_memory(str(path), AtomicDocids.build([*DOCS, "d7"]), ["d7"])
     with pytest.raises(ValueError, match="replay=True needs pseudo_queries"):
-        continual_dsi("tiny", str(tmp_path / "work"), replay=True, pseudo_queries=None)
+        continual_dsi("tiny", str(tmp_path / "work"), replay=True)
 
 
 def test_report_table_and_plot_without_matplotlib(tmp_path, monkeypatch):

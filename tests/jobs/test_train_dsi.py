@@ -10,10 +10,10 @@ from tests.jobs.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collecti
 
 TINY = ["train_dsi.t5_preset = 'tiny'", "train_dsi.t5_overrides = {'dropout_rate': 0.0}",
         "DSIData.global_batch_size = 4", "DSIData.inputs_max_length = 24",
-        "train_dsi.checkpoint_every = 100", "train_dsi.log_every = 50", "train_dsi.beam_size = 4",
+        "TrainerConfig.checkpoint_every = 100", "TrainerConfig.log_every = 50", "train_dsi.beam_size = 4",
         "train_dsi.eval_batch_size = 2", "train_dsi.dense_baseline = False",
-        "train_dsi.reference_metrics = []", "train_dsi.learning_rate = 1e-2",
-        "train_dsi.warmup_fraction = 0.0"]
+        "train_dsi.reference_metrics = []", "OptimizerConfig.learning_rate = 1e-2",
+        "OptimizerConfig.warmup_fraction = 0.0"]
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ def test_dsi_config_trains_and_answers_training_queries(tmp_path, docids):
     workdir = tmp_path / "work"
     # Evaluate on the *train* split: a model that learned its examples ranks their docid first.
     bindings = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", f"DOCIDS='{docids}'",
-                "SPLIT='train'", "train_dsi.num_steps = 200", *TINY]
+                "SPLIT='train'", "TrainerConfig.num_steps = 200", *TINY]
     gin_config.parse(["gin/train/dsi_mini_scifact.gin"], bindings)
     gin_config.run_job()
     metrics = json.loads((workdir / "metrics.json").read_text())
@@ -58,7 +58,7 @@ def test_dsi_config_trains_and_answers_training_queries(tmp_path, docids):
 def test_dsi_refuses_a_workdir_with_other_docids(tmp_path):
     data = write_collection(tmp_path / "tiny")
     workdir = tmp_path / "work"
-    base = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "train_dsi.num_steps = 1", *TINY]
+    base = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "TrainerConfig.num_steps = 1", *TINY]
     gin_config.parse(["gin/train/dsi_mini_scifact.gin"], base + ["DOCIDS='atomic'"])
     gin_config.run_job()
     gin.clear_config()
@@ -73,7 +73,7 @@ def test_best_dsi_config_is_dsi_qg_at_small_scale():
     gin_config.parse(["gin/train/dsi_scifact.gin"], ["WORKDIR='w'"])
     assert gin.query_parameter("train_dsi.t5_preset") == "small"
     assert gin.query_parameter("train_dsi.t5_overrides")["dtype"] == "bfloat16"
-    assert gin.query_parameter("train_dsi.num_steps") == 4000
+    assert gin.query_parameter("TrainerConfig.num_steps") == 4000
     assert gin.query_parameter("DSIData.global_batch_size") == 256
     assert gin.query_parameter("DSIData.chunks_per_doc") == 4
     assert gin.query_parameter("PSEUDO_QUERIES/macro.value") == \
@@ -88,7 +88,7 @@ def test_best_dsi_config_trains_on_pseudo_queries(tmp_path):
     workdir = tmp_path / "work"
     gin_config.parse(["gin/train/dsi_scifact.gin"], [
         f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", f"PSEUDO_QUERIES='{pseudo}'",
-        "train_dsi.num_steps = 2", *TINY, "train_dsi.t5_overrides = {'dtype': 'bfloat16'}"])
+        "TrainerConfig.num_steps = 2", *TINY, "train_dsi.t5_overrides = {'dtype': 'bfloat16'}"])
     gin_config.run_job()
     summary = json.loads((workdir / "training_summary.json").read_text())
     assert summary["t5"]["dtype"] == "bfloat16"

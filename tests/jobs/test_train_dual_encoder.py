@@ -44,10 +44,10 @@ def test_minilm_training_config_runs_and_writes_the_contract_files(tmp_path, mon
     data = write_collection(tmp_path / "tiny")
     workdir = tmp_path / "work"
     gin_config.parse(["gin/train/minilm_scifact.gin"], [
-        f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "train_dual_encoder.num_epochs = 2",
+        f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "TrainerConfig.num_epochs = 2",
         "DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
-        "DataConfig.query_max_length = 16", "train_dual_encoder.checkpoint_every = 2",
-        "train_dual_encoder.log_every = 1", "train_dual_encoder.eval_every = 2",
+        "DataConfig.query_max_length = 16", "TrainerConfig.checkpoint_every = 2",
+        "TrainerConfig.log_every = 1", "TrainerConfig.eval_every = 2",
     ])
     gin_config.run_job()
     metrics = json.loads((workdir / "metrics.json").read_text())
@@ -66,14 +66,31 @@ def test_minilm_training_config_runs_and_writes_the_contract_files(tmp_path, mon
     summary = json.loads((workdir / "training_summary.json").read_text())
     assert summary["steps"] == 4 and summary["resumed_from"] == "imported"
     assert any((workdir / "tensorboard").iterdir())
-    assert "train_dual_encoder.num_epochs = 2" in (workdir / "operative_config.gin").read_text()
+    assert "TrainerConfig.num_epochs = 2" in (workdir / "operative_config.gin").read_text()
 
     # Running the same config again resumes from the finished checkpoint instead of retraining.
     gin.clear_config()
     gin_config.parse(["gin/train/minilm_scifact.gin"], [
-        f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "train_dual_encoder.num_epochs = 2",
+        f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "TrainerConfig.num_epochs = 2",
         "DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
         "DataConfig.query_max_length = 16",
     ])
     gin_config.run_job()
     assert json.loads((workdir / "training_summary.json").read_text())["resumed_from"] == "workdir"
+
+    # Another workdir starting from this run's weights (README's resume order): TrainerConfig's
+    # init_checkpoint, step 0, and with a zero learning rate the same retrieval as the source.
+    gin.clear_config()
+    second = tmp_path / "second"
+    gin_config.parse(["gin/train/minilm_scifact.gin"], [
+        f"DATA_DIR='{data}'", f"WORKDIR='{second}'", "TrainerConfig.num_steps = 1",
+        "DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
+        "DataConfig.query_max_length = 16", "OptimizerConfig.learning_rate = 0.0",
+        f"TrainerConfig.init_checkpoint = '{workdir / 'checkpoints'}'",
+        "train_dual_encoder.evaluate_zero_shot = False",
+    ])
+    gin_config.run_job()
+    started = json.loads((second / "training_summary.json").read_text())
+    assert (started["resumed_from"], started["steps"]) == ("init_checkpoint", 1)
+    assert started["trainer"]["init_checkpoint"] == str(workdir / "checkpoints")
+    assert json.loads((second / "metrics.json").read_text())["metrics"] == metrics["metrics"]

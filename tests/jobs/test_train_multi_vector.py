@@ -17,8 +17,8 @@ from tests.jobs.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collecti
 
 SHORT = ["DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
          "DataConfig.query_max_length = 16", "DataConfig.num_hard_negatives = 0",
-         "train_multi_vector.num_steps = 2", "train_multi_vector.checkpoint_every = 2",
-         "train_multi_vector.log_every = 1", "train_multi_vector.evaluate_dense_baseline = False"]
+         "TrainerConfig.num_steps = 2", "TrainerConfig.checkpoint_every = 2",
+         "TrainerConfig.log_every = 1", "train_multi_vector.evaluate_dense_baseline = False"]
 
 
 @pytest.fixture(autouse=True)

@@ -11,11 +11,13 @@ from irjax.data.query_generation_examples import heldout_queries
 from irjax.jobs.train_dsi import read_pseudo_queries
 from tests.jobs.test_train_dual_encoder import DOCS, TRAIN, write_collection
 
-TINY = [f"train_query_generator.{binding}" for binding in (
-    "t5_preset = 'tiny'", "t5_overrides = {'dropout_rate': 0.0}", "global_batch_size = 3",
-    "inputs_max_length = 24", "targets_max_length = 12", "learning_rate = 1e-2",
-    "warmup_fraction = 0.0", "checkpoint_every = 100", "log_every = 100", "eval_every = 100",
-    "sample_batch_size = 4", "num_queries_per_doc = 2")]
+TINY = [*(f"train_query_generator.{binding}" for binding in (
+            "t5_preset = 'tiny'", "t5_overrides = {'dropout_rate': 0.0}", "global_batch_size = 3",
+            "inputs_max_length = 24", "targets_max_length = 12")),
+        "OptimizerConfig.learning_rate = 1e-2", "OptimizerConfig.warmup_fraction = 0.0",
+        "TrainerConfig.checkpoint_every = 100", "TrainerConfig.log_every = 100",
+        "TrainerConfig.eval_every = 100", "QuerySampling.batch_size = 4",
+        "QuerySampling.num_queries_per_doc = 2"]
 
 
 @pytest.fixture(autouse=True)
@@ -38,9 +40,9 @@ def _run(bindings):
 def test_trains_memorises_and_writes_pseudo_queries(tmp_path):
     data = write_collection(tmp_path / "tiny")
     workdir = tmp_path / "work"
-    base = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "train_query_generator.num_steps = 200",
+    base = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "TrainerConfig.num_steps = 200",
             *TINY]
-    summary = _run(base + ["train_query_generator.top_k = 1"])
+    summary = _run(base + ["QuerySampling.top_k = 1"])
 
     heldout = heldout_queries(sorted(TRAIN), 0.05, seed=0)      # 1 of the 4 train queries
     assert len(heldout) == 1 and summary["heldout_loss"]["pairs"] == 1
@@ -65,7 +67,7 @@ def test_trains_memorises_and_writes_pseudo_queries(tmp_path):
     assert written["generation"]["documents"] == len(DOCS)
 
     # A rerun restores the finished checkpoint (no training) and samples with top-k 10.
-    again = _run(base + ["train_query_generator.top_k = 10"])
+    again = _run(base + ["QuerySampling.top_k = 10"])
     assert again["resumed_from"] == "workdir" and again["heldout_loss"] == summary["heldout_loss"]
     sampled = read_pseudo_queries(workdir / "pseudo_queries.jsonl")
     assert list(sampled) == list(DOCS) and all(len(q) == 2 for q in sampled.values())
@@ -76,7 +78,7 @@ def test_trains_memorises_and_writes_pseudo_queries(tmp_path):
     _run_config("gin/train/dsi_qg_scifact.gin", [
         f"DATA_DIR='{data}'", f"WORKDIR='{dsi}'",
         f"PSEUDO_QUERIES='{workdir}/pseudo_queries.jsonl'",
-        "train_dsi.num_steps = 1", *DSI_TINY])
+        "TrainerConfig.num_steps = 1", *DSI_TINY])
     mixture = json.loads((dsi / "training_summary.json").read_text())["mixture"]
     assert f"pseudo_query: {3 * 4} per epoch from {2 * len(DOCS)} examples" in mixture, mixture
 

@@ -63,15 +63,16 @@ def run(args: argparse.Namespace, workdir: Path, mesh=None) -> dict[str, Any]:
     from irjax.training.optimizer import OptimizerConfig
     from irjax.parallel.processes import process_shard
     from irjax.training.trainer import Trainer
+    from irjax.training.trainer_config import TrainerConfig
 
     config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=32, max_position_embeddings=16)
     model = DualEncoderModel(config, temperature=0.1)
     data = RandomPairs(process_shard(GLOBAL_BATCH))
-    trainer = Trainer(model, workdir, args.steps,
-                      optimizer=OptimizerConfig(learning_rate=1e-2, num_steps=args.steps),
-                      mesh_shape=(args.data, args.model), mesh=mesh, seed=5, log_every=1,
-                      progress_bar=False, console=None)
+    config = TrainerConfig(num_steps=args.steps, mesh_shape=(args.data, args.model), seed=5,
+                           log_every=1, progress_bar=False)
+    trainer = Trainer(model, workdir, config, OptimizerConfig(learning_rate=1e-2), mesh=mesh,
+                      console=None)
     result = trainer.train(data, data.global_batch(0) if mesh is not None else
                            {k: v[data.rows] for k, v in data.global_batch(0).items()})
     specs = {jax.tree_util.keystr(p): [None if a is None else str(a) for a in v.sharding.spec]

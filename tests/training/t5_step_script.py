@@ -63,19 +63,20 @@ def run(args: argparse.Namespace, workdir: Path, mesh=None) -> dict[str, Any]:
     from irjax.training.optimizer import OptimizerConfig
     from irjax.parallel.processes import process_shard
     from irjax.training.trainer import Trainer
+    from irjax.training.trainer_config import TrainerConfig
 
     config = T5Config.preset("tiny", vocab_size=VOCAB, d_model=16, d_kv=4, d_ff=32,
                              relative_attention_num_buckets=8, relative_attention_max_distance=16,
                              dropout_rate=0.1)
     model = Seq2SeqModel(config)
     data = RandomPairs(process_shard(GLOBAL_BATCH))
-    trainer = Trainer(model, workdir, args.steps,
-                      # Adam's first steps are ~lr * sign(g): where a gradient element nearly
-                      # cancels, reduction-order rounding moves it by up to ~lr * 1e-3 (lr 1e-2
-                      # gave 1.8e-5 on lm_head), so a smaller lr keeps 1e-5 a real bound.
-                      optimizer=OptimizerConfig(learning_rate=1e-3, num_steps=args.steps),
-                      mesh_shape=(args.data, args.model), mesh=mesh, seed=5, log_every=1,
-                      progress_bar=False, console=None)
+    config = TrainerConfig(num_steps=args.steps, mesh_shape=(args.data, args.model), seed=5,
+                           log_every=1, progress_bar=False)
+    # Adam's first steps are ~lr * sign(g): where a gradient element nearly cancels,
+    # reduction-order rounding moves it by up to ~lr * 1e-3 (lr 1e-2 gave 1.8e-5 on lm_head),
+    # so a smaller lr keeps 1e-5 a real bound.
+    trainer = Trainer(model, workdir, config, OptimizerConfig(learning_rate=1e-3), mesh=mesh,
+                      console=None)
     result = trainer.train(data, data.global_batch(0) if mesh is not None else
                            {k: v[data.rows] for k, v in data.global_batch(0).items()})
     specs = {jax.tree_util.keystr(p): [None if a is None else str(a) for a in v.sharding.spec]

@@ -3,6 +3,7 @@ checkpoints, matches 1 device on 8 simulated devices and on 2 processes x 4, and
 kill -9 (and past a corrupted checkpoint) to exactly the params of an uninterrupted run."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -27,6 +28,7 @@ from irjax.training.optimizer import OptimizerConfig, make_optimizer
 from irjax.parallel.partitioning import create_mesh
 from irjax.training.train_state import state_shardings
 from irjax.training.trainer import Trainer, _from_json, _jsonable
+from irjax.training.trainer_config import TrainerConfig
 
 from .test_multiprocess import load_launcher
 from .toy_train_script import ToyBatches, make_model, read_losses
@@ -40,10 +42,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 # ---------------------------------------------------------------- in process, one device
 
 
+CONFIG_KEYS = {f.name for f in dataclasses.fields(TrainerConfig)}
+
+
 def toy_trainer(workdir: Path, steps: int, learning_rate: float = 0.05, **kwargs) -> Trainer:
-    optimizer = OptimizerConfig(learning_rate, steps, warmup_steps=min(2, steps), weight_decay=0.01)
-    return Trainer(make_model(), workdir, steps, optimizer=optimizer, mesh_shape=(1, 1), seed=3,
-                   progress_bar=False, console=None, **kwargs)
+    """The toy model's Trainer; TrainerConfig fields among `kwargs` go to the config."""
+    optimizer = OptimizerConfig(learning_rate, warmup_steps=min(2, steps), weight_decay=0.01)
+    settings = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_KEYS}
+    config = TrainerConfig(num_steps=steps, mesh_shape=(1, 1), seed=3, progress_bar=False,
+                           **settings)
+    return Trainer(make_model(), workdir, config, optimizer, console=None, **kwargs)
 
 
 def eval_mse(params) -> float:
@@ -105,7 +113,7 @@ def test_trains_logs_evaluates_and_checkpoints(tmp_path):
 
     # Another run starting from this one's checkpoint: its params, but step 0 (lr 0: no change).
     second = toy_trainer(tmp_path / "second", 1, learning_rate=0.0,
-                         init_checkpoint=tmp_path / "checkpoints")
+                         init_checkpoint=str(tmp_path / "checkpoints"))
     started = second.train(ToyBatches(), data.example())
     assert (started.resumed_from, started.start_step, started.step) == ("init_checkpoint", 0, 1)
     jax.tree.map(np.testing.assert_array_equal, started.params, result.params)

@@ -134,16 +134,17 @@ def run(args: argparse.Namespace, workdir: Path, mesh=None) -> dict[str, Any]:
 
     from irjax.training.optimizer import OptimizerConfig
     from irjax.training.trainer import Trainer
+    from irjax.training.trainer_config import TrainerConfig
 
     data = ToyBatches(nan_at=args.nan_at, announce=args.announce,
                       process_index=jax.process_index(), process_count=jax.process_count())
-    optimizer = OptimizerConfig(learning_rate=0.05, num_steps=args.steps,
-                                warmup_steps=min(2, args.steps), weight_decay=0.01)
-    trainer = Trainer(make_model(), workdir, args.steps, optimizer=optimizer,
-                      mesh_shape=(args.data, args.model), mesh=mesh, seed=3,
-                      log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                      keep_checkpoints=3, async_checkpoints=not args.sync, progress_bar=False,
-                      console=None)
+    optimizer = OptimizerConfig(learning_rate=0.05, warmup_steps=min(2, args.steps),
+                                weight_decay=0.01)
+    config = TrainerConfig(num_steps=args.steps, mesh_shape=(args.data, args.model), seed=3,
+                           log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                           keep_checkpoints=3, async_checkpoints=not args.sync,
+                           progress_bar=False)
+    trainer = Trainer(make_model(), workdir, config, optimizer, mesh=mesh, console=None)
     result = trainer.train(data, data.example())
     kernel = result.params["wi"]["kernel"]
     return {"params": flat_params(result.params), "step": result.step,
