@@ -50,7 +50,9 @@ lock:
 quickstart: setup
 	$(PY) -m irjax.main --gin_file=gin/quickstart.gin --gin.WORKDIR="'$(WORKDIR)/quickstart'"
 
+# The layer contracts (.importlinter) first: a wrong-way import fails in seconds.
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
 
 # Zero-shot against fine-tuned MiniLM on SciFact (about 20 minutes on 2 cores).
