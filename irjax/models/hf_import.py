@@ -18,6 +18,7 @@ import numpy as np
 import flax.linen as nn
 from flax import traverse_util
 
+from irjax.errors import InputFileError, MissingFileError, UserError
 from irjax.models.bert import BertConfig, BertEncoder
 
 # Checkpoint tensors with no counterpart in the encoder, with the reason they may be dropped.
@@ -30,7 +31,7 @@ IGNORED = {
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ValueError, UserError):
     """The checkpoint and the encoder's parameters do not correspond one to one."""
 
 
@@ -143,11 +144,11 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise MissingFileError(f"weights file {path} does not exist")
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own SafetensorError for corrupt headers
-        raise ValueError(
+        raise InputFileError(
             f"cannot read {path} as safetensors ({err}); the file is truncated or not a "
             "safetensors file: reinstall or re-export the checkpoint"
         ) from err

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from irjax.errors import MissingFileError
 from irjax.models.hf_import import CheckpointMismatchError, load_safetensors
 from irjax.models.t5 import T5, T5Config
 
@@ -174,7 +175,7 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Path]:
         path = index if index.exists() and not single.exists() else single
     if path.name.endswith(".index.json"):
         if not path.exists():
-            raise FileNotFoundError(f"weights index {path} does not exist")
+            raise MissingFileError(f"weights index {path} does not exist")
         shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         tensors: dict[str, np.ndarray] = {}
         for shard in shards:
