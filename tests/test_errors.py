@@ -6,6 +6,7 @@ from irjax.data.collection import CollectionError
 from irjax.data.docids.base import DocidError
 from irjax.data.resolve import DatasetDownloadError, DatasetNotFoundError
 from irjax.errors import ConfigError, InputFileError, MissingFileError, UserError
+from irjax.gin_config import GinConfigError
 from irjax.index.base import IndexIntegrityError
 from irjax.index.docid_trie import TrieFormatError
 from irjax.models.hf_import import CheckpointMismatchError
@@ -16,7 +17,7 @@ from irjax.training.nan_guard import NonFiniteLossError
 USER_ERRORS = [
     (ConfigError, ValueError), (InputFileError, ValueError), (MissingFileError, FileNotFoundError),
     (CollectionError, ValueError), (DocidError, ValueError), (DatasetNotFoundError, FileNotFoundError),
-    (DatasetDownloadError, RuntimeError), (IndexIntegrityError, ValueError),
+    (DatasetDownloadError, RuntimeError), (GinConfigError, ValueError), (IndexIntegrityError, ValueError),
     (TrieFormatError, ValueError), (CheckpointMismatchError, ValueError),
     (MissingWeightsError, FileNotFoundError), (CheckpointRestoreError, RuntimeError),
     (NonFiniteLossError, FloatingPointError),
