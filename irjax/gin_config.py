@@ -3,16 +3,21 @@
 Library code never imports gin; this module is the one place that makes it configurable
 (principle 1 of DESIGN.md). Configs name the registered functions without module prefixes,
 e.g. `evaluate_retriever.split = 'test'`, and bind `irjax.run.job` to what should run.
+
+It also knows how gin reports errors, so that `user_error_message` can give the entry point one
+clean message for a config or user error instead of a traceback through gin's wrappers.
 """
 from __future__ import annotations
 
 import os
 import re
+import tokenize
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import gin
 
+from irjax.errors import ConfigError, UserError
 from irjax.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,8 +25,9 @@ _MACRO_REF = re.compile(r"%([A-Za-z_][A-Za-z0-9_.]*)")
 _REGISTERED = False
 
 
-class GinConfigError(ValueError):
-    """A config problem found before any work starts (unbound macro, missing file, no job)."""
+class GinConfigError(ConfigError):
+    """A config problem found before any work starts (unbound macro, missing file, no job, or
+    anything gin itself rejects: a syntax error, an unknown configurable or parameter)."""
 
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
@@ -103,7 +109,14 @@ def parse(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[
         gin.add_config_file_search_path(path)
     text = _config_text(files, bindings, search_paths)
     paths = [str(_find_gin_file(f, search_paths)) for f in files]
-    gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
+    try:
+        gin.parse_config_files_and_bindings(paths, bindings, finalize_config=False)
+    except UserError:
+        raise
+    except (ValueError, SyntaxError, ImportError, tokenize.TokenError) as e:
+        # Everything gin raises while parsing is about the config text: unknown names, bad values,
+        # syntax, `import` lines. Its location ("In file ..., line N") is already in the message.
+        raise GinConfigError(_parse_error_message(e)) from e
     validate_macros(text)
     gin.finalize()
     try:
@@ -143,3 +156,71 @@ def run_job() -> Any:
     if workdir is not None:
         atomic_write_text(workdir / "operative_config.gin", gin.operative_config_str())
     return result
+
+
+# ---------------------------------------------------------------- errors a person reads
+
+_GIN_DIR = Path(gin.__file__).resolve().parent
+# gin 0.5.0 (config.py, gin_wrapper) appends these lines to any exception raised inside a call to a
+# configurable, one per nested call, innermost first; utils.augment_exception_message_and_reraise
+# re-raises the error as a dynamic subclass of its own type, so isinstance checks still hold.
+_CALL_CONTEXT = re.compile(r"\n  In call to configurable '(?P<name>[^']+)' \(.*?\)(?: in scope '[^']*')?$")
+# ...and, for a TypeError from the call itself, three lines on which arguments were bound.
+_ARGUMENT_REPORT = re.compile(r"\n  No values supplied by Gin or caller for arguments: .*"
+                              r"\n  Gin had values bound for: .*\n  Caller supplied values for: .*$")
+# gin's config_parser, when a bare word is not a Python literal.
+_UNPARSED_TOKEN = re.compile(r"Failed to parse token '(.*)'")
+
+
+def _parse_error_message(error: BaseException) -> str:
+    """gin's parse error as one short message: what is wrong, then where (file or binding, line)."""
+    if isinstance(error, SyntaxError):  # gin's own SyntaxErrors carry the location as attributes
+        what, hint = str(error.msg).rstrip("."), ""
+        if token := _UNPARSED_TOKEN.search(what):
+            what = f"cannot parse {token[1]!r} as a value"
+        if what.startswith(("cannot parse", "Unable to parse value")):  # usually an unquoted string
+            hint = ("\n  Values are Python literals, so strings need quotes: --gin.WORKDIR=\"'workdir/run'\" "
+                    "on the command line, WORKDIR = 'workdir/run' in a gin file.")
+        where = f'file "{error.filename}"' if error.filename else "the bindings"
+        line = f"\n    {error.text.rstrip()}" if error.text else ""
+        return f"gin syntax error: {what}\n  In {where}, line {error.lineno}{line}{hint}"
+    if isinstance(error, tokenize.TokenError):  # e.g. an unclosed bracket or quote
+        return f"gin syntax error: {error.args[0]} (an unclosed bracket or string?)"
+    return str(error).strip()
+
+
+def _raised_by_gin(error: BaseException) -> bool:
+    """True when the innermost frame of the traceback is gin's own code, not the code gin called.
+
+    That is how gin reports a config that cannot be called: a missing required binding
+    (RuntimeError) or a configurable called without all its arguments (TypeError, raised at
+    gin's call site before the function starts). An error raised inside irjax has its innermost
+    frame in irjax and stays a bug.
+    """
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_GIN_DIR)
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """What to print for an error the user can fix (a UserError, or a config gin cannot call);
+    None for anything else, which is a bug and keeps its traceback.
+
+    gin's call context is cut from the message and only the innermost configurable is named:
+    the nested `In call to configurable ... (<function ... at 0x...>)` lines say nothing the
+    user can act on.
+    """
+    if not isinstance(error, UserError) and not _raised_by_gin(error):
+        return None
+    message = str(error)
+    names = []
+    while match := _CALL_CONTEXT.search(message):
+        names.insert(0, match["name"])
+        message = message[: match.start()]
+    message = _ARGUMENT_REPORT.sub("", message).rstrip()
+    if names:
+        message += f"\n  (in configurable '{names[0]}')"
+    return message

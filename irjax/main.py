@@ -4,11 +4,19 @@
 
 `--gin.KEY=VALUE` is shorthand for `--gin_bindings=KEY=VALUE` (the t5x convention). The gin files bind
 `irjax.run.job` to the function to run; everything else is plain library code registered in
-`irjax.gin_registry`.
+`irjax.gin_config`.
+
+Errors the user can fix -- a malformed collection or input file, a config gin rejects or cannot
+call, a damaged index or checkpoint, missing weights (`irjax.errors.UserError`) -- are printed as
+one message, `irjax: error: ...`, on stderr, and the process exits with status 2. Anything else is
+a bug and propagates with its full traceback (exit status 1). To see the traceback of a user error
+too (still exit status 2), pass `--traceback` or set IRJAX_TRACEBACK=1.
 """
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from typing import Sequence
 
 from absl import app, flags, logging
@@ -16,10 +24,15 @@ from absl import app, flags, logging
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, applied after the files.")
 flags.DEFINE_multi_string("gin_search_path", [], "Extra directories in which to look for gin files.")
+flags.DEFINE_boolean("traceback", os.environ.get("IRJAX_TRACEBACK", "") not in ("", "0"),
+                     "Show the full traceback of user errors (bad input or config) too; by default "
+                     "they print one message. Defaults to true when IRJAX_TRACEBACK=1.")
 FLAGS = flags.FLAGS
 
+USER_ERROR_STATUS = 2  # like argparse's usage errors: the input was wrong, not the program
 
-def _main(argv: Sequence[str]) -> None:
+
+def _main(argv: Sequence[str]) -> int | None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from irjax import gin_config  # heavy imports only after flag parsing
@@ -27,9 +40,19 @@ def _main(argv: Sequence[str]) -> None:
 
     initialize_distributed()  # before any device is touched; a no-op for one process
 
-    gin_config.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_path)
-    result = gin_config.run_job()
+    try:
+        gin_config.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_path)
+        result = gin_config.run_job()
+    except Exception as e:
+        message = gin_config.user_error_message(e)
+        if message is None:
+            raise
+        if FLAGS.traceback:
+            traceback.print_exc()
+        print(f"irjax: error: {message}", file=sys.stderr, flush=True)
+        return USER_ERROR_STATUS
     logging.info("job finished: %s", result)
+    return None
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from irjax.errors import UserError
+
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 _BOM = b"\xef\xbb\xbf"
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -34,7 +36,7 @@ _JSON_KIND = {dict: "object", list: "array", str: "string", int: "number", float
               bool: "boolean", type(None): "null"}
 
 
-class CollectionError(ValueError):
+class CollectionError(ValueError, UserError):
     """Bad collection input; the message names the file, the 1-based line and the field."""
 
 

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from irjax.data.collection import Collection, load_collection
+from irjax.errors import MissingFileError, UserError
 from irjax.files import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -35,12 +36,16 @@ REQUIRED_FILES = ("corpus.jsonl", "queries.jsonl")
 _CHUNK = 1 << 20
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingFileError):
     """No usable dataset folder; the message says where it looked and how to fix it."""
 
 
-class DatasetDownloadError(RuntimeError):
-    """A download failed, did not match its sha256, or was not a BEIR zip; nothing was kept."""
+class DatasetDownloadError(RuntimeError, UserError):
+    """A download failed, did not match its sha256, or was not a BEIR zip; nothing was kept.
+
+    A UserError although the network may be to blame: every fix is the user's (check the URL, name
+    or checksum, retry, or download by hand and set IRJAX_DATA_DIR, as the message says), and a
+    traceback through urllib would help with none of them."""
 
 
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from irjax.errors import InputFileError, MissingFileError
 from irjax.files import atomic_write_text
 
 Run = dict[str, dict[str, float]]
@@ -78,8 +79,8 @@ def write_trec_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLi
 def _fields(path: Path, lineno: int, line: str, expected: int, layout: str) -> list[str]:
     fields = line.split()
     if len(fields) != expected:
-        raise ValueError(f"{path}:{lineno}: expected {expected} whitespace-separated fields "
-                         f"({layout}), found {len(fields)}: {line.rstrip()!r}")
+        raise InputFileError(f"{path}:{lineno}: expected {expected} whitespace-separated fields "
+                             f"({layout}), found {len(fields)}: {line.rstrip()!r}")
     return fields
 
 
@@ -88,8 +89,10 @@ def _lines(path: str | os.PathLike) -> tuple[Path, list[str]]:
     try:
         with open(path, encoding="utf-8") as f:
             return path, f.readlines()
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 text ({e})") from e
+        raise InputFileError(f"{path}: not valid UTF-8 text ({e})") from e
 
 
 def read_trec_run(path: str | os.PathLike) -> Run:
@@ -106,16 +109,16 @@ def read_trec_run(path: str | os.PathLike) -> Run:
         try:
             int(rank)
         except ValueError:
-            raise ValueError(f"{path}:{lineno}: rank {rank!r} is not an integer") from None
+            raise InputFileError(f"{path}:{lineno}: rank {rank!r} is not an integer") from None
         try:
             score = float(score_text)
         except ValueError:
-            raise ValueError(f"{path}:{lineno}: score {score_text!r} is not a number") from None
+            raise InputFileError(f"{path}:{lineno}: score {score_text!r} is not a number") from None
         if not math.isfinite(score):
-            raise ValueError(f"{path}:{lineno}: score {score_text!r} is not a finite number")
+            raise InputFileError(f"{path}:{lineno}: score {score_text!r} is not a finite number")
         docs = run.setdefault(qid, {})
         if doc_id in docs:
-            raise ValueError(f"{path}:{lineno}: duplicate document {doc_id!r} for query {qid!r}")
+            raise InputFileError(f"{path}:{lineno}: duplicate document {doc_id!r} for query {qid!r}")
         docs[doc_id] = score
     return run
 
@@ -150,9 +153,9 @@ def read_trec_qrels(path: str | os.PathLike) -> Qrels:
         try:
             relevance = int(relevance_text)
         except ValueError:
-            raise ValueError(f"{path}:{lineno}: relevance {relevance_text!r} is not an integer") from None
+            raise InputFileError(f"{path}:{lineno}: relevance {relevance_text!r} is not an integer") from None
         judged = qrels.setdefault(qid, {})
         if doc_id in judged:
-            raise ValueError(f"{path}:{lineno}: duplicate judgment of document {doc_id!r} for query {qid!r}")
+            raise InputFileError(f"{path}:{lineno}: duplicate judgment of document {doc_id!r} for query {qid!r}")
         judged[doc_id] = relevance
     return qrels

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from irjax.data.runs import Run, rank_documents, write_trec_run
+from irjax.errors import InputFileError, MissingFileError
 from irjax.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -37,30 +38,30 @@ def _detect(path: Path, number: int, line: str) -> str:
         return "tsv"
     if len(line.split()) == 6:
         return "trec"
-    raise ValueError(f"{path}:{number}: cannot tell the format: expected 3 tab-separated fields "
-                     f"(qid, docid, score) or a 6-field TREC run line (qid Q0 docid rank score tag), "
-                     f"got {line[:100]!r}")
+    raise InputFileError(f"{path}:{number}: cannot tell the format: expected 3 tab-separated fields "
+                         f"(qid, docid, score) or a 6-field TREC run line (qid Q0 docid rank score tag), "
+                         f"got {line[:100]!r}")
 
 
 def _fields(path: Path, number: int, line: str, fmt: str) -> tuple[str, str, str]:
     if fmt == "tsv":
         fields = line.split("\t")
         if len(fields) != 3:
-            raise ValueError(f"{path}:{number}: expected 3 tab-separated fields (qid, docid, score) "
-                             f"like the lines above, found {len(fields)}: {line[:100]!r}")
+            raise InputFileError(f"{path}:{number}: expected 3 tab-separated fields (qid, docid, score) "
+                                 f"like the lines above, found {len(fields)}: {line[:100]!r}")
         qid, doc_id, score = (f.strip() for f in fields)
         if not qid or not doc_id:
-            raise ValueError(f"{path}:{number}: empty query or document id in {line[:100]!r}")
+            raise InputFileError(f"{path}:{number}: empty query or document id in {line[:100]!r}")
         return qid, doc_id, score
     fields = line.split()
     if len(fields) != 6:
-        raise ValueError(f"{path}:{number}: expected 6 whitespace-separated TREC run fields (qid Q0 "
-                         f"docid rank score tag) like the lines above, found {len(fields)}: "
-                         f"{line[:100]!r}")
+        raise InputFileError(f"{path}:{number}: expected 6 whitespace-separated TREC run fields (qid Q0 "
+                             f"docid rank score tag) like the lines above, found {len(fields)}: "
+                             f"{line[:100]!r}")
     try:
         int(fields[3])
     except ValueError:
-        raise ValueError(f"{path}:{number}: rank {fields[3]!r} is not an integer") from None
+        raise InputFileError(f"{path}:{number}: rank {fields[3]!r} is not an integer") from None
     return fields[0], fields[2], fields[4]
 
 
@@ -69,8 +70,10 @@ def read_teacher_scores(path: str | os.PathLike) -> TeacherScores:
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: no such teacher score file") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 ({e})") from None
+        raise InputFileError(f"{path}: not valid UTF-8 ({e})") from None
     scores: TeacherScores = {}
     first_line: dict[tuple[str, str], int] = {}
     fmt: str | None = None
@@ -88,17 +91,17 @@ def read_teacher_scores(path: str | os.PathLike) -> TeacherScores:
         try:
             score = float(score_text)
         except ValueError:
-            raise ValueError(f"{path}:{number}: score {score_text!r} is not a number") from None
+            raise InputFileError(f"{path}:{number}: score {score_text!r} is not a number") from None
         if not math.isfinite(score):
-            raise ValueError(f"{path}:{number}: score {score_text!r} is not finite; a teacher "
-                             "margin needs real numbers")
+            raise InputFileError(f"{path}:{number}: score {score_text!r} is not finite; a teacher "
+                                 "margin needs real numbers")
         if (qid, doc_id) in first_line:
-            raise ValueError(f"{path}:{number}: query {qid!r} and document {doc_id!r} already "
-                             f"scored on line {first_line[qid, doc_id]}; keep one score per pair")
+            raise InputFileError(f"{path}:{number}: query {qid!r} and document {doc_id!r} already "
+                                 f"scored on line {first_line[qid, doc_id]}; keep one score per pair")
         first_line[qid, doc_id] = number
         scores.setdefault(qid, {})[doc_id] = score
     if not scores:
-        raise ValueError(f"{path}: no teacher scores found (empty file or header only)")
+        raise InputFileError(f"{path}: no teacher scores found (empty file or header only)")
     log.info("%s: %s format, %d scores for %d queries, %d blank lines skipped", path, fmt,
              len(first_line), len(scores), blank)
     return scores

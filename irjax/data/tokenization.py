@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from irjax.errors import MissingFileError
+
 
 @dataclasses.dataclass(frozen=True)
 class TokenizedBatch:
@@ -81,7 +83,7 @@ class WordPieceTokenizer:
             )._tokenizer
             self.source = vocab_txt
         else:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no tokenizer.json or vocab.txt in {directory}; pass the checkpoint directory "
                 "that holds the model's tokenizer files"
             )
@@ -146,7 +148,7 @@ def default_t5_spiece_path() -> Path:
     for path in candidates:
         if path.exists():
             return path
-    raise FileNotFoundError(
+    raise MissingFileError(
         "T5 spiece.model not found at " + ", ".join(map(str, candidates))
         + "; set IRJAX_ASSETS_DIR to the folder that holds t5/spiece.model"
     )
@@ -163,7 +165,7 @@ class SentencePieceTokenizer:
 
         path = Path(model_path) if model_path is not None else default_t5_spiece_path()
         if not path.exists():
-            raise FileNotFoundError(f"SentencePiece model {path} does not exist")
+            raise MissingFileError(f"SentencePiece model {path} does not exist")
         self._sp = spm.SentencePieceProcessor(model_file=str(path))
         self.path = path
         if self._sp.pad_id() != self.pad_id or self._sp.eos_id() != self.eos_id:

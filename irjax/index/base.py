@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from irjax.errors import MissingFileError, UserError
 from irjax.files import atomic_directory, atomic_write_text, sha256_file
 
 FORMAT_VERSION = 1
@@ -29,7 +30,7 @@ _MANIFEST_KEYS = ("format_version", "kind", "dimension", "count", "metric", "ids
                   "files", "options", "build_params")
 
 
-class IndexIntegrityError(ValueError):
+class IndexIntegrityError(ValueError, UserError):
     """A saved index is incomplete, corrupted, or not the index the caller said it expected."""
 
 
@@ -284,7 +285,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     """The parsed manifest of a saved index, with its structure checked."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"no index directory at {directory}")
+        raise MissingFileError(f"no index directory at {directory}")
     path = directory / MANIFEST_NAME
     if not path.is_file():
         raise IndexIntegrityError(f"{directory} has no {MANIFEST_NAME}: it is not a saved irjax "

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from irjax.errors import MissingFileError, UserError
 from irjax.files import atomic_write_bytes
 
 PAD_ID = 0   # T5: pad, and the decoder start token
@@ -33,7 +34,7 @@ FORMAT_VERSION = 1
 _ARRAYS = ("children_tokens", "children_next", "wide_row", "wide_next", "leaf_doc")
 
 
-class TrieFormatError(ValueError):
+class TrieFormatError(ValueError, UserError):
     """A saved trie file is unreadable, from another format version, or inconsistent."""
 
 
@@ -241,7 +242,7 @@ class DocidTrie:
     def load(cls, path: str | os.PathLike, expected_vocab_size: int | None = None) -> "DocidTrie":
         """Reads a trie written by `save`, checking its structure (and vocab size if given)."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"no docid trie file at {path}")
+            raise MissingFileError(f"no docid trie file at {path}")
         try:
             with np.load(path, allow_pickle=False) as data:
                 contents = {name: data[name] for name in data.files}

@@ -45,6 +45,7 @@ from irjax.data.dsi_examples import (DSIMixture, indexing_examples, pseudo_query
                                      retrieval_examples)
 from irjax.data.seq2seq_pipeline import Seq2SeqBatches
 from irjax.data.tokenization import SentencePieceTokenizer
+from irjax.errors import ConfigError, InputFileError
 from irjax.evaluation.evaluate import evaluate_on_collection
 from irjax.data.resolve import open_collection
 from irjax.retrieval.generative import GenerativeRetriever
@@ -76,9 +77,9 @@ def document_split(collection: Collection, workdir: Path, new_fraction: float | 
     path = workdir / SPLIT_FILE
     if path.exists():
         if DocumentSplit.load(path) != split:
-            raise ValueError(f"{path} holds another D0/D1 split than this config gives (changed "
-                             "new_fraction, new_doc_count, split_seed or corpus?); use a new "
-                             "WORKDIR")
+            raise ConfigError(f"{path} holds another D0/D1 split than this config gives (changed "
+                              "new_fraction, new_doc_count, split_seed or corpus?); use a new "
+                              "WORKDIR")
     elif is_logging_process():
         split.save(path)
     log.info("continual split: %d old (D0) and %d new (D1) documents", len(split.old),
@@ -96,8 +97,8 @@ def replay_memory(path: str, scheme: DocidScheme, old: Sequence[str]) -> dict[st
                          f"the corpus, e.g. {unknown[:5]}; were they generated for another one?")
     memory = {d: queries[d] for d in old if queries.get(d)}
     if not memory:
-        raise ValueError(f"{path} holds no pseudo-queries of the {len(old)} old (D0) documents; "
-                         "replay needs them (or set replay=False)")
+        raise InputFileError(f"{path} holds no pseudo-queries of the {len(old)} old (D0) documents; "
+                             "replay needs them (or set replay=False)")
     log.info("generative memory: %d pseudo-queries of %d of %d old documents",
              sum(map(len, memory.values())), len(memory), len(old))
     return memory
@@ -248,15 +249,15 @@ def continual_dsi(
     (D0, D1; None: all).
     """
     if data.indexing_to_retrieval_ratio <= 0:
-        raise ValueError("continual indexing needs indexing examples: indexing_to_retrieval_ratio "
-                         f"must be > 0, got {data.indexing_to_retrieval_ratio}")
+        raise ConfigError("continual indexing needs indexing examples: indexing_to_retrieval_ratio "
+                          f"must be > 0, got {data.indexing_to_retrieval_ratio}")
     if replay and not data.pseudo_queries:
-        raise ValueError("replay=True needs pseudo_queries (DSIData.pseudo_queries, a JSONL file "
-                         "of generated queries per document); pass one or set replay=False to run "
-                         "only phase2_plain")
+        raise ConfigError("replay=True needs pseudo_queries (DSIData.pseudo_queries, a JSONL file "
+                          "of generated queries per document); pass one or set replay=False to run "
+                          "only phase2_plain")
     if replay and not (math.isfinite(data.pseudo_query_weight) and data.pseudo_query_weight > 0):
-        raise ValueError(f"replay weight (DSIData.pseudo_query_weight) must be a positive number, "
-                         f"got {data.pseudo_query_weight}")
+        raise ConfigError(f"replay weight (DSIData.pseudo_query_weight) must be a positive "
+                          f"number, got {data.pseudo_query_weight}")
     root = Path(workdir)
     train = open_collection(dataset, train_split, data_dir)
     evaluation = open_collection(dataset, eval_split, data_dir)

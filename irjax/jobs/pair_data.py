@@ -17,6 +17,7 @@ from irjax.data.tas_sampler import cluster_queries
 from irjax.data.teacher_scores import read_teacher_scores
 from irjax.data.tokenization import WordPieceTokenizer
 from irjax.data.training_examples import build_training_pairs
+from irjax.errors import ConfigError
 from irjax.index.embedding_cache import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ def training_batches(train: Collection, tokenizer: WordPieceTokenizer, data: Dat
     clusters = None
     if data.sampler == "tas_balanced":
         if cluster_encoder is None:
-            raise ValueError("sampler='tas_balanced' clusters queries with a pooled encoder, which "
-                             "this job does not have; use sampler='random'")
+            raise ConfigError("sampler='tas_balanced' clusters queries with a pooled encoder, which "
+                              "this job does not have; use sampler='random'")
         vectors = cluster_encoder.encode(pairs.query_ids, progress="encoding training queries for TAS")
         clusters = cluster_queries(pairs.query_ids, vectors, data.tas_clusters, data.seed,
                                    min_cluster_size=data.global_batch_size)

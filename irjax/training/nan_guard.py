@@ -13,6 +13,8 @@ from typing import Any, Mapping, Protocol
 import jax
 import numpy as np
 
+from irjax.errors import UserError
+
 
 class _HasLatestGoodStep(Protocol):
     directory: Any
@@ -22,8 +24,11 @@ class _HasLatestGoodStep(Protocol):
     def latest_good_step(self) -> int | None: ...
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A training metric became NaN or Inf; attributes say where, and which checkpoint is kept."""
+class NonFiniteLossError(FloatingPointError, UserError):
+    """A training metric became NaN or Inf; attributes say where, and which checkpoint is kept.
+
+    A UserError: the fix is a setting (learning rate, warmup, clipping) the message names, and the
+    traceback would only point at `check_finite`, not at the cause of the divergence."""
 
     def __init__(self, step: int, metric: str, value: Any, last_good_step: int | None = None,
                  checkpoint_dir: str | None = None, others: Mapping[str, Any] | None = None) -> None:

@@ -22,7 +22,8 @@ from typing import Any, Callable, Literal, NamedTuple
 
 from etils import epath
 
-from irjax.training.checkpoints import Checkpointer
+from irjax.errors import MissingFileError
+from irjax.training.checkpoints import Checkpointer, CheckpointRestoreError, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,23 @@ def restore_init_checkpoint(path: str | os.PathLike, abstract_state: Any) -> tup
     """(step, state) from a Checkpointer directory (its newest readable step) or one step directory in it."""
     path = epath.Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"init checkpoint {path} does not exist; pass a Checkpointer "
-                                "directory or one of its step directories (e.g. .../checkpoints/1000)")
+        raise MissingFileError(f"init checkpoint {path} does not exist; pass a Checkpointer "
+                               "directory or one of its step directories (e.g. .../checkpoints/1000)")
     if path.name.isdigit() and not any(p.name.isdigit() for p in path.iterdir()):
         with Checkpointer(path.parent, read_only=True) as checkpointer:
-            state, _ = checkpointer.restore_step(int(path.name), abstract_state)
+            try:
+                state, _ = checkpointer.restore_step(int(path.name), abstract_state)
+            except Exception as e:  # damage or a changed state shows up as any exception type
+                raise CheckpointRestoreError(
+                    f"init checkpoint {path} could not be restored: {describe_error(e)}\n"
+                    "If the model, optimizer or dtype changed since it was saved, restore it with "
+                    "that configuration; if its files are damaged, pass an earlier step directory "
+                    "or the checkpoint directory above it (its newest readable step is used).") from e
         return int(path.name), state
     with Checkpointer(path, read_only=True) as checkpointer:
         restored = checkpointer.restore_latest(abstract_state)
     if restored is None:
-        raise FileNotFoundError(f"init checkpoint {path} holds no committed checkpoint steps")
+        raise MissingFileError(f"init checkpoint {path} holds no committed checkpoint steps")
     step, state, _ = restored
     return step, state
 

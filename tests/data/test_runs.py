@@ -10,6 +10,7 @@ import pytest
 
 from irjax.data.runs import (format_trec_run, rank_documents, read_trec_qrels, read_trec_run,
                              truncate_run, write_trec_qrels, write_trec_run)
+from irjax.errors import InputFileError, MissingFileError
 
 RUN = {
     "q2": {"d1": 3.5, "d10": 3.5, "d2": -0.125, "d3": 1e-9, "d4": 12.345678329467773},
@@ -104,10 +105,15 @@ GOOD = "q1 Q0 d1 1 2.5 t\n"
 def test_malformed_run_lines_name_file_and_line(tmp_path: Path, bad_line: str, message: str) -> None:
     # The bad line is line 3 (after a good line and a skipped blank line).
     path = _write(tmp_path, GOOD + "\n" + bad_line)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(InputFileError) as info:  # a user error: irjax.main prints it, no traceback
         read_trec_run(path)
     assert str(info.value).startswith(f"{path}:3: ")
     assert message in str(info.value)
+
+
+def test_missing_run_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(MissingFileError, match=rf"^{re.escape(str(tmp_path / 'nope.trec'))}: no such file"):
+        read_trec_run(tmp_path / "nope.trec")
 
 
 def test_blank_lines_are_skipped_and_same_doc_in_other_query_is_fine(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 import pytest
 
 from irjax.data.teacher_scores import read_teacher_scores, write_teacher_scores
+from irjax.errors import InputFileError, MissingFileError
 
 RUN = {"q2": {"d1": 0.1 + 0.2, "d9": -3.5}, "q1": {"d3": 12.0, "d4": 1e-17}}
 
@@ -36,8 +37,13 @@ def test_tsv_header_is_optional(tmp_path):
 def test_bad_files_fail_with_file_and_line(tmp_path, text, message):
     path = tmp_path / "t.txt"
     path.write_text(text)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputFileError, match=message):
         read_teacher_scores(path)
+
+
+def test_missing_teacher_file_is_named(tmp_path):
+    with pytest.raises(MissingFileError, match="no such teacher score file"):
+        read_teacher_scores(tmp_path / "t.txt")
 
 
 def test_write_rejects_what_cannot_be_read_back(tmp_path):

@@ -11,6 +11,7 @@ from irjax import gin_config
 from irjax.data.collection import load_collection
 from irjax.data.continual_split import judgments_within, queries_answered_by, split_documents
 from irjax.data.docids import AtomicDocids, DocidError
+from irjax.errors import ConfigError, InputFileError, MissingFileError
 from irjax.evaluation.memorization import hits_at
 from irjax.jobs.continual_dsi import continual_dsi, replay_memory
 from irjax.jobs.continual_report import markdown_table, write_plot
@@ -133,9 +134,11 @@ def test_replay_inputs_are_checked_before_training(tmp_path):
     (tmp_path / "other.jsonl").write_text(json.dumps({"doc_id": "x9", "queries": ["q"]}) + "\n")
     with pytest.raises(DocidError, match="x9"):
         replay_memory(str(tmp_path / "other.jsonl"), scheme, ["d1"])
-    with pytest.raises(ValueError, match="no pseudo-queries of the 1 old"):
+    with pytest.raises(InputFileError, match="no pseudo-queries of the 1 old"):
         replay_memory(str(path), AtomicDocids.build([*DOCS, "d7"]), ["d7"])
-    with pytest.raises(ValueError, match="replay=True needs pseudo_queries"):
+    with pytest.raises(MissingFileError, match="pseudo-query file .*nope.jsonl does not exist"):
+        replay_memory(str(tmp_path / "nope.jsonl"), scheme, ["d1"])
+    with pytest.raises(ConfigError, match="replay=True needs pseudo_queries"):
         continual_dsi("tiny", str(tmp_path / "work"), replay=True)
 
 

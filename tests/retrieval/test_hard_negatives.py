@@ -7,6 +7,7 @@ import pytest
 
 from irjax.retrieval import hard_negatives as hn
 from irjax.data.collection import Collection, Document, LoadReport, load_collection
+from irjax.errors import InputFileError
 
 
 def toy_collection() -> Collection:
@@ -78,7 +79,7 @@ def test_save_load_round_trip_and_cache(tmp_path, monkeypatch):
 def test_load_rejects_bad_lines_with_file_and_line(tmp_path, lines, message):
     path = tmp_path / "negatives.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputFileError, match=message):
         hn.load_hard_negatives(path, toy_collection())
 
 

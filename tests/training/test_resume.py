@@ -72,6 +72,13 @@ def test_init_checkpoint_can_name_one_step_directory(tmp_path, workdir):
     assert (source, step, value_of(state_)) == ("init_checkpoint", 0, 5.0)
 
 
+def test_damaged_init_checkpoint_step_is_a_restore_error_naming_it(tmp_path, workdir):
+    save(tmp_path / "init", 5, 5.0)
+    shutil.rmtree(tmp_path / "init" / "5" / "state")
+    with pytest.raises(CheckpointRestoreError, match=r"init checkpoint .*/init/5 could not be restored"):
+        resume_state(workdir, ABSTRACT, tmp_path / "init" / "5", never, never)
+
+
 def test_imported_weights_are_merged_into_a_fresh_state(workdir):
     calls = []
 

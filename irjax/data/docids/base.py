@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from irjax.data.collection import Collection
+from irjax.errors import UserError
 from irjax.files import atomic_write_text
 
 T5_BASE_VOCAB_SIZE = 32128
@@ -34,7 +35,7 @@ DocIds = Collection | Sequence[str]
 SchemeT = TypeVar("SchemeT", bound="DocidScheme")
 
 
-class DocidError(ValueError):
+class DocidError(ValueError, UserError):
     """A docid table that cannot be used: duplicates, bad tokens, or a mismatched collection."""
 
 
