@@ -64,3 +64,10 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """Where irjax keeps caches it can rebuild: $IRJAX_CACHE_DIR, else ~/.cache/irjax."""
+    root = os.environ.get("IRJAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                             "irjax")
+    return Path(root)

@@ -25,7 +25,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 from irjax.errors import UserError
 
@@ -111,20 +111,25 @@ def _read_lines(path: Path) -> tuple[list[str], bytes]:
     return lines, data
 
 
+def _json_object(path: Path, number: int, line: str) -> dict:
+    """One non-blank JSONL line as a JSON object, or an error naming file:line."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _error(path, number, f"malformed JSON ({e.msg} at column {e.colno}); fix or remove "
+                     "this line") from None
+    if not isinstance(obj, dict):
+        raise _error(path, number, f"expected a JSON object such as {{\"_id\": \"1\", \"text\": "
+                     f"\"...\"}}, got a JSON {_JSON_KIND.get(type(obj), type(obj).__name__)}")
+    return obj
+
+
 def _json_objects(path: Path, lines: list[str], counts: Counter, blank_key: str) -> Iterator[tuple[int, dict]]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             counts[blank_key] += 1
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _error(path, number, f"malformed JSON ({e.msg} at column {e.colno}); fix or remove "
-                         "this line") from None
-        if not isinstance(obj, dict):
-            raise _error(path, number, f"expected a JSON object such as {{\"_id\": \"1\", \"text\": "
-                         f"\"...\"}}, got a JSON {_JSON_KIND.get(type(obj), type(obj).__name__)}")
-        yield number, obj
+        yield number, _json_object(path, number, line)
 
 
 def _string(path: Path, number: int, obj: dict, key: str, default: str | None = None) -> str:
@@ -140,16 +145,37 @@ def _string(path: Path, number: int, obj: dict, key: str, default: str | None = 
     return value
 
 
-def _identifier(path: Path, number: int, obj: dict, seen: dict[str, int]) -> str:
+def _plain_id(path: Path, number: int, obj: dict) -> str:
     doc_id = _string(path, number, obj, "_id")
     if not doc_id or doc_id != doc_id.strip() or "\t" in doc_id:
         raise _error(path, number, f"{doc_id!r} must be non-empty without surrounding whitespace or "
                      "tabs, because qrels match ids exactly", "_id")
+    return doc_id
+
+
+def duplicate_id_error(path: Path, number: int, doc_id: str, first: int) -> CollectionError:
+    return _error(path, number, f"duplicate id {doc_id!r}, first seen on line {first}; ids must be "
+                  "unique, remove or rename one of them", "_id")
+
+
+def _identifier(path: Path, number: int, obj: dict, seen: dict[str, int]) -> str:
+    doc_id = _plain_id(path, number, obj)
     if doc_id in seen:
-        raise _error(path, number, f"duplicate id {doc_id!r}, first seen on line {seen[doc_id]}; "
-                     "ids must be unique, remove or rename one of them", "_id")
+        raise duplicate_id_error(path, number, doc_id, seen[doc_id])
     seen[doc_id] = number
     return doc_id
+
+
+def parse_document(path: Path, number: int, line: str) -> Document:
+    """One non-blank corpus.jsonl line as a Document, checked as the whole-file loader checks it
+    (the caller checks ids for duplicates); errors name file:line and field."""
+    obj = _json_object(path, number, line)
+    return _document(path, number, obj, _plain_id(path, number, obj))
+
+
+def _document(path: Path, number: int, obj: dict, doc_id: str) -> Document:
+    return Document(doc_id, _string(path, number, obj, "title", default=""),
+                    _string(path, number, obj, "text"))
 
 
 def _parse_corpus(path: Path) -> tuple[list[Document], Counter, str]:
@@ -158,12 +184,11 @@ def _parse_corpus(path: Path) -> tuple[list[Document], Counter, str]:
     seen: dict[str, int] = {}
     documents = []
     for number, obj in _json_objects(path, lines, counts, "blank_lines_corpus"):
-        doc_id = _identifier(path, number, obj, seen)
-        title = _string(path, number, obj, "title", default="")
-        text = _string(path, number, obj, "text")
-        if not text.strip():
-            counts["documents_with_empty_text_but_title" if title.strip() else "empty_documents"] += 1
-        documents.append(Document(doc_id, title, text))
+        document = _document(path, number, obj, _identifier(path, number, obj, seen))
+        if not document.text.strip():
+            counts["documents_with_empty_text_but_title" if document.title.strip()
+                   else "empty_documents"] += 1
+        documents.append(document)
     if not documents:
         raise _error(path, None, "contains no documents; expected one JSON object per line")
     counts["documents"] = len(documents)
@@ -257,7 +282,7 @@ class Collection:
     name: str
     split: str
     path: Path
-    documents: list[Document]
+    documents: Sequence[Document]  # a list, or StreamedDocuments read from disk
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     report: LoadReport
@@ -269,7 +294,7 @@ class Collection:
                 f"documents={len(self.documents)}, queries={len(self.queries)}, judged_queries={len(self.qrels)})")
 
     @property
-    def doc_ids(self) -> list[str]:
+    def doc_ids(self) -> Sequence[str]:
         """Document ids in corpus order: row i of any embedding matrix belongs to doc_ids[i]."""
         if self._doc_ids is None:
             object.__setattr__(self, "_doc_ids", [d.doc_id for d in self.documents])
@@ -301,8 +326,12 @@ def _unknown(path: Path, line_of: dict[tuple[str, str], int], position: int, kno
                      f"unknown {column}s, e.g. {examples}); fix the ids or remove those lines", column)
 
 
-def load_collection(path: str | os.PathLike, split: str) -> Collection:
-    """Loads corpus, all queries and the `split` qrels of a BEIR folder, and checks they agree."""
+def load_collection(path: str | os.PathLike, split: str, streamed: bool = False) -> Collection:
+    """Loads corpus, all queries and the `split` qrels of a BEIR folder, and checks they agree.
+
+    `streamed` keeps the corpus on disk: `documents` and `doc_ids` are sequences read through a
+    cached byte-offset index (corpus_index.py), checked line by line the same way, so a corpus
+    far larger than memory can be evaluated and each process reads only its own rows."""
     root = Path(os.path.abspath(path))
     if not root.is_dir():
         raise CollectionError(f"{root}: not a directory; pass the folder holding corpus.jsonl, "
@@ -312,10 +341,18 @@ def load_collection(path: str | os.PathLike, split: str) -> Collection:
         splits = available_splits(root)
         raise CollectionError(f"{qrels_path}: split {split!r} not found; available splits: "
                               f"{splits if splits else 'none (no qrels/*.tsv files)'}")
-    documents, counts, corpus_sha256 = _parse_corpus(root / "corpus.jsonl")
+    doc_ids: Any
+    if streamed:
+        from irjax.data.corpus_index import CorpusIndex, StreamedDocuments, StreamedIds
+
+        index = CorpusIndex.open(root / "corpus.jsonl")
+        documents, doc_ids, corpus_sha256 = StreamedDocuments(index), StreamedIds(index), index.sha256
+        counts = Counter(index.counts, documents=len(index))
+    else:
+        documents, counts, corpus_sha256 = _parse_corpus(root / "corpus.jsonl")
+        doc_ids = {d.doc_id for d in documents}
     queries, query_counts = _parse_queries(root / "queries.jsonl")
     qrels, qrels_counts, line_of = _parse_qrels(qrels_path)
-    doc_ids = {d.doc_id for d in documents}
     _unknown(qrels_path, line_of, 0, queries, "query", "query-id", "queries.jsonl")
     _unknown(qrels_path, line_of, 1, doc_ids, "document", "corpus-id", "corpus.jsonl")
     counts.update(query_counts)
@@ -329,4 +366,6 @@ def load_collection(path: str | os.PathLike, split: str) -> Collection:
     ordered.update({k: v for k, v in counts.items() if k not in ordered})
     collection = Collection(root.name, split, root, documents, queries, qrels, LoadReport(ordered))
     object.__setattr__(collection, "_corpus_sha256", corpus_sha256)
+    if streamed:
+        object.__setattr__(collection, "_doc_ids", doc_ids)
     return collection
