@@ -56,8 +56,8 @@ def register_all() -> None:
     from irjax.index import base as index_base
     from irjax.models import dual_encoder
     from irjax.retrieval import bm25, dense
-    from irjax.jobs import (continual_dsi, pair_data, train_dsi, train_dual_encoder,
-                            train_multi_vector, train_query_generator)
+    from irjax.jobs import (continual_dsi, encode_corpus, pair_data, train_dsi,
+                            train_dual_encoder, train_multi_vector, train_query_generator)
     from irjax.training import optimizer, trainer_config
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
@@ -68,6 +68,7 @@ def register_all() -> None:
     gin.external_configurable(dual_encoder.TextEncoder.from_pretrained, "pretrained_encoder")
     gin.external_configurable(index_base.create_index, "create_index")
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")
+    gin.external_configurable(encode_corpus.encode_corpus, "encode_corpus")
     gin.external_configurable(trainer_config.TrainerConfig, "TrainerConfig")
     gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
     gin.external_configurable(pair_data.DataConfig, "DataConfig")

@@ -18,6 +18,7 @@ from irjax.evaluation.report import comparison_table
 from irjax.retrieval.base import Retriever
 from irjax.data.runs import write_trec_run
 from irjax.files import atomic_write_text
+from irjax.parallel.processes import is_logging_process
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,10 @@ def evaluate_on_collection(
     top_k: int = 100,
     measures: Sequence[str] = DEFAULT_MEASURES,
 ) -> dict[str, Any]:
-    """Retrieves for every judged query of the split, scores the run and writes the results."""
+    """Retrieves for every judged query of the split, scores the run and writes the results.
+
+    Every process takes part in retrieval (a retriever may split the work over them) and gets
+    the same record back; only process 0 writes files."""
     workdir = Path(workdir)
     queries = collection.eval_queries()
     log.info("%s on %s/%s: %d queries, %d documents", retriever.name, collection.name,
@@ -38,8 +42,10 @@ def evaluate_on_collection(
     run = retriever.retrieve(collection, queries, k=top_k)
     elapsed = time.perf_counter() - start
     result = evaluate_run(run, collection.qrels, measures=measures)
-    write_trec_run(run, workdir / "run.trec", tag=retriever.name)
-    save_per_query(result, workdir / "per_query.jsonl")
+    writes = is_logging_process()
+    if writes:
+        write_trec_run(run, workdir / "run.trec", tag=retriever.name)
+        save_per_query(result, workdir / "per_query.jsonl")
     record = {
         "metrics": {m: float(result.aggregate[m]) for m in measures},
         "dataset": collection.name,
@@ -52,7 +58,8 @@ def evaluate_on_collection(
         "timings": {k: round(v, 2) for k, v in getattr(retriever, "timings", {}).items()},
         "load_report": collection.report.counts,
     }
-    atomic_write_text(workdir / "metrics.json", json.dumps(record, indent=2) + "\n")
+    if writes:
+        atomic_write_text(workdir / "metrics.json", json.dumps(record, indent=2) + "\n")
     log.info("%s", json.dumps(record["metrics"]))
     return record
 
@@ -77,11 +84,14 @@ def evaluate_retriever(
     top_k: int = 100,
     data_dir: str | None = None,
     download: bool = False,
+    streamed: bool = False,
 ) -> dict[str, Any]:
-    """Evaluates one retriever on one collection split; the job of gin/eval/*.gin."""
-    collection = open_collection(dataset, split, data_dir, download)
+    """Evaluates one retriever on one collection split; the job of gin/eval/*.gin. `streamed`
+    keeps the corpus on disk (for corpora larger than memory)."""
+    collection = open_collection(dataset, split, data_dir, download, streamed=streamed)
     record = evaluate_on_collection(collection, retriever, workdir, top_k)
-    print(comparison_table([record]))
+    if is_logging_process():
+        print(comparison_table([record]))
     return record
 
 
@@ -93,13 +103,16 @@ def compare_retrievers(
     top_k: int = 100,
     data_dir: str | None = None,
     download: bool = False,
+    streamed: bool = False,
 ) -> list[dict[str, Any]]:
     """Runs several retrievers on the same collection, each into WORKDIR/<name>/, and writes a
     side-by-side table to WORKDIR/comparison.md and WORKDIR/comparison.json."""
-    collection = open_collection(dataset, split, data_dir, download)
-    records = [evaluate_on_collection(collection, r, Path(workdir) / name, top_k) for name, r in retrievers.items()]
-    table = comparison_table(records)
-    print(table)
-    atomic_write_text(Path(workdir) / "comparison.md", table + "\n")
-    atomic_write_text(Path(workdir) / "comparison.json", json.dumps(records, indent=2) + "\n")
+    collection = open_collection(dataset, split, data_dir, download, streamed=streamed)
+    records = [evaluate_on_collection(collection, r, Path(workdir) / name, top_k)
+               for name, r in retrievers.items()]
+    if is_logging_process():
+        table = comparison_table(records)
+        print(table)
+        atomic_write_text(Path(workdir) / "comparison.md", table + "\n")
+        atomic_write_text(Path(workdir) / "comparison.json", json.dumps(records, indent=2) + "\n")
     return records

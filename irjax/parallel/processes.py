@@ -5,7 +5,13 @@ that the data layer (which reads only its own rows of every global batch) can us
 """
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING, Any
+
 import jax
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def process_shard(num_items: int, process_index: int | None = None,
@@ -30,3 +36,43 @@ def process_shard(num_items: int, process_index: int | None = None,
 def is_logging_process() -> bool:
     """Only process 0 writes logs, metrics and checkpoints metadata."""
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches the barrier `name` (nothing to wait for alone)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def allgather_bytes(payload: bytes) -> list[bytes]:
+    """Every process's `payload`, in process order (lengths may differ)."""
+    if jax.process_count() == 1:
+        return [payload]
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    lengths = np.asarray(multihost_utils.process_allgather(np.asarray(len(payload), np.int64)))
+    padded = np.zeros(max(1, int(lengths.max())), np.uint8)
+    padded[:len(payload)] = np.frombuffer(payload, np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(padded))
+    return [bytes(row[:int(n)]) for row, n in zip(every, lengths)]
+
+
+def allgather_json(value: Any) -> list[Any]:
+    """Every process's JSON-serialisable `value`, in process order."""
+    raw = json.dumps(value, sort_keys=True).encode()
+    return [json.loads(item) for item in allgather_bytes(raw)]
+
+
+def allgather_arrays(array: "np.ndarray") -> list["np.ndarray"]:
+    """Every process's numpy array (any shape and dtype, may differ), in process order."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return [np.load(io.BytesIO(item), allow_pickle=False)
+            for item in allgather_bytes(buffer.getvalue())]

@@ -21,6 +21,7 @@ import Stemmer
 
 from irjax.data.collection import Collection
 from irjax.data.runs import Run, rank_documents
+from irjax.parallel.processes import allgather_json, process_shard
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,9 @@ class BM25Retriever:
 
 
 class SparseRetriever:
-    """BM25 over document contents (title + text)."""
+    """BM25 over document contents (title + text). With several processes every process indexes
+    the corpus (cheap next to encoding) and searches its share of the queries; the runs are
+    gathered, so each process returns the whole run."""
 
     def __init__(self, bm25: BM25Retriever | None = None, name: str = "bm25"):
         self.bm25 = bm25 or BM25Retriever()
@@ -153,9 +156,14 @@ class SparseRetriever:
 
     def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
         start = time.perf_counter()
-        self.bm25.index(collection.doc_ids, [d.contents for d in collection.documents])
+        self.bm25.index(list(collection.doc_ids), [d.contents for d in collection.documents])
         self.timings["index_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        run = self.bm25.search(list(queries), list(queries.values()), k=k)
+        share = process_shard(len(queries))
+        ids = list(queries)[share]
+        run = self.bm25.search(ids, [queries[q] for q in ids], k=k)
+        gathered: Run = {}
+        for part in allgather_json(run):
+            gathered.update(part)
         self.timings["search_s"] = time.perf_counter() - start
-        return run
+        return {qid: gathered[qid] for qid in queries}

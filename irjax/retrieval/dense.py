@@ -1,29 +1,44 @@
-"""Dense retrieval: encode the corpus (cached on disk), build an index, encode queries, search."""
+"""Dense retrieval on one process or many: the corpus is encoded into embedding shards (cached
+on disk, each process its own), each process indexes its shards, queries are encoded split over
+the processes and gathered, and every process's top-k is merged (retrieval/distributed.py)."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import jax
 import numpy as np
 
 from irjax.data.collection import Collection
 from irjax.data.runs import Run
-from irjax.index.base import Index, create_index
 from irjax.data.tokenization import WordPieceTokenizer
-from irjax.index.embedding_cache import cache_key, cached_embeddings
+from irjax.files import cache_root
+from irjax.index.base import index_class
+from irjax.index.embedding_cache import cache_key
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.dual_encoder_training import DualEncoderModel
 from irjax.parallel.fingerprint import params_digest
+from irjax.retrieval.corpus_encoding import DTYPES, EmbeddingShards
+from irjax.retrieval.distributed import (DEFAULT_SHARD_SIZE, build_local_index,
+                                         encode_corpus_shards, encode_texts, gather_rows,
+                                         my_share, search_everywhere, to_run)
+from irjax.retrieval.mesh_encoding import MeshEncoder, mesh_text_encoder
 
 log = logging.getLogger(__name__)
 
 
 class DenseRetriever:
-    """Encodes the corpus (cached on disk), builds an index, encodes queries, searches.
+    """Encodes the corpus (embedding shards cached on disk), indexes it shard by shard, encodes
+    queries, searches and merges.
 
     `encoder` embeds documents (and queries, unless a separate `query_encoder` is given).
+    `shard_size` documents make one embedding shard and one index shard; `dtype` is how the
+    shards store vectors (float32, float16 or int8; the index is built from the decoded
+    float32). `cache_dir` holds the shards, keyed by model, corpus and storage settings
+    (default $IRJAX_CACHE_DIR/embeddings). `per_device_batch` rows go to each device per step.
     """
 
     def __init__(
@@ -34,10 +49,17 @@ class DenseRetriever:
         cache_dir: str | None = None,
         save_index_to: str | None = None,
         name: str | None = None,
-        index_factory: Callable[..., Index] = create_index,
         query_encoder: Any = None,
         warm_queries: bool = False,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        dtype: str = "float32",
+        per_device_batch: int | None = None,
     ):
+        index_class(index)  # an unknown kind fails now, before the corpus is encoded
+        if dtype not in DTYPES:
+            raise ValueError(f"DenseRetriever.dtype must be one of {DTYPES}, got {dtype!r}")
+        if shard_size < 1:
+            raise ValueError(f"DenseRetriever.shard_size must be >= 1, got {shard_size}")
         self.encoder = encoder
         self.query_encoder = query_encoder or encoder  # separate towers: a different query encoder
         self.index_kind = index
@@ -45,41 +67,69 @@ class DenseRetriever:
         self.cache_dir = cache_dir
         self.save_index_to = save_index_to
         self.name = name or f"{encoder.name}+{index}"
-        self.index_factory = index_factory
+        self.shard_size, self.dtype = shard_size, dtype
+        self.per_device_batch = per_device_batch or encoder.batch_size
         self.timings: dict[str, float] = {}
         # Encode the queries once untimed first, for throughput comparisons (costs a second pass).
         self.warm_queries = warm_queries
 
+    @functools.cached_property
+    def _doc_encoder(self) -> MeshEncoder:
+        return mesh_text_encoder(self.encoder, self.per_device_batch)
+
+    @functools.cached_property
+    def _query_encoder(self) -> MeshEncoder:
+        if self.query_encoder is self.encoder:
+            return self._doc_encoder
+        return mesh_text_encoder(self.query_encoder, self.per_device_batch)
+
+    def embeddings_dir(self, collection: Collection) -> Path:
+        key = cache_key(model=self.encoder.fingerprint, corpus=collection.fingerprint(),
+                        dtype=self.dtype, shard_size=str(self.shard_size))
+        return Path(self.cache_dir or cache_root() / "embeddings") / key
+
+    def corpus_shards(self, collection: Collection) -> EmbeddingShards:
+        """The corpus's embedding shards, encoding (and resuming) whatever is missing."""
+        shards, stats = encode_corpus_shards(
+            collection, self._doc_encoder, self.embeddings_dir(collection),
+            model=self.encoder.fingerprint, dim=self.encoder.dim, dtype=self.dtype,
+            shard_size=self.shard_size, progress=f"encoding {collection.name} corpus")
+        if stats["encoded_docs"]:
+            self.timings["encode_docs_per_s"] = stats["docs_per_s"]
+        return shards
+
     def encode_corpus(self, collection: Collection) -> np.ndarray:
-        key = cache_key(model=self.encoder.fingerprint, corpus=collection.fingerprint())
-        texts = [d.contents for d in collection.documents]
-        return cached_embeddings(
-            self.cache_dir, key, collection.doc_ids,
-            lambda: self.encoder.encode(texts, progress=f"encoding {collection.name} corpus"),
-        )
+        """float32 [num_documents, dim] corpus vectors (decoded from the shards)."""
+        return self.corpus_shards(collection).matrix()
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """float32 [len(texts), dim]: each process encodes its share, all get every vector."""
+        share = texts[my_share(len(texts))]
+        return gather_rows(encode_texts(self._query_encoder, share, self.query_encoder.dim))
 
     def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
         start = time.perf_counter()
-        doc_vectors = self.encode_corpus(collection)
+        shards = self.corpus_shards(collection)
         self.timings["encode_corpus_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        log.info("building %s index over %d vectors", self.index_kind, len(doc_vectors))
-        index = self.index_factory(self.index_kind, **self.index_options).build(doc_vectors, collection.doc_ids)
+        log.info("building %s index shards over %d vectors", self.index_kind,
+                 shards.layout.count)
+        index = build_local_index(shards, collection.doc_ids, self.index_kind,
+                                  self.index_options, self.save_index_to)
         self.timings["index_build_s"] = time.perf_counter() - start
-        if self.save_index_to:
-            index.save(Path(self.save_index_to))
         texts = list(queries.values())
         if self.warm_queries:  # compiles every length bucket, so the timing below is query time
             start = time.perf_counter()
-            self.query_encoder.encode(texts)
+            self.encode_queries(texts)
             self.timings["compile_queries_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        query_vectors = self.query_encoder.encode(texts, progress="encoding queries")
+        query_vectors = self.encode_queries(texts)
         self.timings["encode_queries_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        result = index.search(query_vectors, k)
+        scores, rows = search_everywhere(index, query_vectors, min(k, shards.layout.count))
         self.timings["search_s"] = time.perf_counter() - start
-        return result.to_run(list(queries))
+        self.timings["processes"] = jax.process_count()
+        return to_run(list(queries), scores, rows, collection.doc_ids)
 
 
 def dual_encoder_retriever(model: DualEncoderModel, params: Any, tokenizer: WordPieceTokenizer,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -33,7 +32,7 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from irjax.parallel import partitioning as pt
-from irjax.parallel.processes import is_logging_process
+from irjax.parallel.processes import allgather_json, is_logging_process
 from irjax.training.checkpoints import Checkpointer
 from irjax.training.metrics_writer import MetricsWriter
 from irjax.training.model import TrainableModel
@@ -106,18 +105,6 @@ def _from_json(value: Any) -> Any:
     if isinstance(value, list):
         return [_from_json(v) for v in value]
     return value
-
-
-def _gather_json(obj: Any) -> list[Any]:
-    """Every process's `obj`, in process order (checkpoint `extra` is written by process 0)."""
-    raw = json.dumps(obj, sort_keys=True).encode()
-    if jax.process_count() == 1:
-        return [json.loads(raw)]
-    lengths = multihost_utils.process_allgather(np.asarray(len(raw), np.int32))
-    padded = np.zeros(int(np.max(lengths)), np.uint8)
-    padded[:len(raw)] = np.frombuffer(raw, np.uint8)
-    every = multihost_utils.process_allgather(padded)
-    return [json.loads(bytes(row[:n])) for row, n in zip(np.asarray(every), np.asarray(lengths))]
 
 
 class Trainer:
@@ -340,7 +327,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{last['loss']:.4g}", refresh=False)
                     clock, clock_step = now, step
                 if save_now:
-                    extra = {_ITERATOR_KEY: _gather_json(_jsonable(data_iterator.get_state()))}
+                    extra = {_ITERATOR_KEY: allgather_json(_jsonable(data_iterator.get_state()))}
                     checkpointer.save(step, state, extra=extra, force=is_last)
                 if eval_now:
                     eval_metrics = self._run_eval(self.evaluate, state.params, step, "eval", writer)

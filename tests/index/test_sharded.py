@@ -1,0 +1,80 @@
+"""Sharded indexes: per-shard top-k merged into the global top-k equals one index over
+everything (exact search, ties included), and shards round-trip through their manifests."""
+import json
+
+import numpy as np
+import pytest
+
+from irjax.index.base import IndexIntegrityError, create_index
+from irjax.index.sharded import ShardedIndex, merge_top_k
+
+
+def corpus(n=203, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors[50] = vectors[7]      # exact ties across shards: the lower row must win
+    vectors[min(120, n - 1)] = vectors[7]
+    return vectors, [f"doc{i}" for i in range(n)]
+
+
+def sharded(vectors, ids, size, kind="exact", **options):
+    index = ShardedIndex(kind, **options)
+    for shard, start in enumerate(range(0, len(ids), size)):
+        index.add(shard, start, vectors[start:start + size], ids[start:start + size])
+    return index
+
+
+@pytest.mark.parametrize("shard_size", [1, 37, 64, 203])
+def test_sharded_exact_search_equals_one_exact_index(shard_size):
+    vectors, ids = corpus()
+    queries = np.concatenate([vectors[[7, 3]], np.random.default_rng(1).normal(
+        size=(5, 16)).astype(np.float32)])
+    whole = create_index("exact").build(vectors, ids).search(queries, 10)
+    scores, rows = sharded(vectors, ids, shard_size).search(queries, 10)
+    np.testing.assert_array_equal(rows, whole.indices)
+    np.testing.assert_array_equal(scores, whole.scores)
+    assert rows[0][:3].tolist() == [7, 50, 120]  # the three copies, lowest row first
+
+
+def test_merge_pads_short_results_and_breaks_ties_by_row():
+    a = (np.array([[0.9, 0.5]], np.float32), np.array([[4, 9]]))
+    b = (np.array([[0.9]], np.float32), np.array([[2]]))
+    scores, rows = merge_top_k([a, b], 4)
+    assert rows.tolist() == [[2, 4, 9, -1]]
+    assert scores[0, :3].tolist() == pytest.approx([0.9, 0.9, 0.5]) and np.isneginf(scores[0, 3])
+    empty = (np.array([[-np.inf]], np.float32), np.array([[-1]]))
+    assert merge_top_k([empty, b], 1)[1].tolist() == [[2]]
+
+
+def test_shards_save_and_load_with_their_manifests(tmp_path):
+    vectors, ids = corpus(n=90, seed=5)
+    index = sharded(vectors, ids, 40)
+    index.save(tmp_path / "idx")
+    listing = json.loads((tmp_path / "idx" / "shards.json").read_text())
+    assert listing["shards"] == {"0": {"first_row": 0, "count": 40}, "1": {"first_row": 40,
+                                 "count": 40}, "2": {"first_row": 80, "count": 10}}
+    loaded = ShardedIndex.load(tmp_path / "idx")
+    queries = vectors[:4]
+    for got, want in zip(loaded.search(queries, 5), index.search(queries, 5)):
+        np.testing.assert_array_equal(got, want)
+    only = ShardedIndex.load(tmp_path / "idx", shards=[1])
+    assert len(only) == 40 and only.search(vectors[45:46], 1)[1].tolist() == [[45]]
+    (tmp_path / "idx" / "shard-00001" / "vectors.npy").write_bytes(b"broken")
+    with pytest.raises(IndexIntegrityError):
+        ShardedIndex.load(tmp_path / "idx")
+
+
+def test_sharded_scann_finds_what_exact_search_finds():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    ids = [f"d{i}" for i in range(3000)]
+    queries = vectors[rng.choice(3000, 20, replace=False)] + 0.01
+    exact = sharded(vectors, ids, 1000).search(queries, 10)[1]
+    approx = sharded(vectors, ids, 1000, kind="scann").search(queries, 10)[1]
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.9
+
+
+def test_unknown_kind_fails_before_any_vector():
+    with pytest.raises(ValueError, match="unknown index kind 'nonsense'"):
+        ShardedIndex("nonsense")
