@@ -287,6 +287,9 @@ class Collection:
     qrels: dict[str, dict[str, int]]
     report: LoadReport
     _corpus_sha256: str | None = field(default=None, init=False, compare=False)
+    # (sha256 of the corpus file, how many of its leading documents this collection holds): what
+    # precomputed corpus embeddings must have been encoded from. None for hand-built ones.
+    corpus_rows: tuple[str, int] | None = field(default=None, init=False, compare=False)
     _doc_ids: list[str] | None = field(default=None, init=False, compare=False)
 
     def __repr__(self) -> str:
@@ -326,12 +329,15 @@ def _unknown(path: Path, line_of: dict[tuple[str, str], int], position: int, kno
                      f"unknown {column}s, e.g. {examples}); fix the ids or remove those lines", column)
 
 
-def load_collection(path: str | os.PathLike, split: str, streamed: bool = False) -> Collection:
+def load_collection(path: str | os.PathLike, split: str, streamed: bool = False,
+                    max_documents: int | None = None) -> Collection:
     """Loads corpus, all queries and the `split` qrels of a BEIR folder, and checks they agree.
 
     `streamed` keeps the corpus on disk: `documents` and `doc_ids` are sequences read through a
     cached byte-offset index (corpus_index.py), checked line by line the same way, so a corpus
-    far larger than memory can be evaluated and each process reads only its own rows."""
+    far larger than memory can be evaluated and each process reads only its own rows.
+    `max_documents` (streamed only) keeps the corpus's first documents: a prefix of one large
+    file serves every corpus size of a scaling study, and its embeddings are a prefix too."""
     root = Path(os.path.abspath(path))
     if not root.is_dir():
         raise CollectionError(f"{root}: not a directory; pass the folder holding corpus.jsonl, "
@@ -346,11 +352,21 @@ def load_collection(path: str | os.PathLike, split: str, streamed: bool = False)
         from irjax.data.corpus_index import CorpusIndex, StreamedDocuments, StreamedIds
 
         index = CorpusIndex.open(root / "corpus.jsonl")
-        documents, doc_ids, corpus_sha256 = StreamedDocuments(index), StreamedIds(index), index.sha256
-        counts = Counter(index.counts, documents=len(index))
+        documents, doc_ids = StreamedDocuments(index, limit=max_documents), StreamedIds(
+            index, limit=max_documents)
+        corpus_rows = (index.sha256, len(documents))
+        if len(documents) == len(index):
+            corpus_sha256, counts = index.sha256, Counter(index.counts, documents=len(index))
+        else:  # a prefix: its own fingerprint; the file's anomaly counts would not be its own
+            corpus_sha256 = hashlib.sha256(f"{index.sha256}:first:{len(documents)}".encode()
+                                           ).hexdigest()
+            counts = Counter(documents=len(documents), corpus_file_documents=len(index))
     else:
+        if max_documents is not None:
+            raise ValueError("max_documents needs streamed=True (a prefix of the corpus file)")
         documents, counts, corpus_sha256 = _parse_corpus(root / "corpus.jsonl")
         doc_ids = {d.doc_id for d in documents}
+        corpus_rows = (corpus_sha256, len(documents))
     queries, query_counts = _parse_queries(root / "queries.jsonl")
     qrels, qrels_counts, line_of = _parse_qrels(qrels_path)
     _unknown(qrels_path, line_of, 0, queries, "query", "query-id", "queries.jsonl")
@@ -368,4 +384,5 @@ def load_collection(path: str | os.PathLike, split: str, streamed: bool = False)
     object.__setattr__(collection, "_corpus_sha256", corpus_sha256)
     if streamed:
         object.__setattr__(collection, "_doc_ids", doc_ids)
+    object.__setattr__(collection, "corpus_rows", corpus_rows)
     return collection

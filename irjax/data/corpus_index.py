@@ -233,14 +233,15 @@ class CorpusIndex:
 
 
 class StreamedDocuments(Sequence[Document]):
-    """A corpus as a read-only sequence of Documents read from disk on access; iterating reads
-    it window by window, so only one window is ever in memory."""
+    """A corpus (or its first `limit` documents) as a read-only sequence of Documents read from
+    disk on access; iterating reads it window by window, so only one window is in memory."""
 
-    def __init__(self, index: CorpusIndex, window: int = 4096):
+    def __init__(self, index: CorpusIndex, window: int = 4096, limit: int | None = None):
         self.index, self.window = index, window
+        self.count = len(index) if limit is None else min(limit, len(index))
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.count
 
     def __getitem__(self, item: int | slice) -> Document | list[Document]:  # type: ignore[override]
         if isinstance(item, slice):
@@ -252,18 +253,20 @@ class StreamedDocuments(Sequence[Document]):
         return self.index.read(row, row + 1)[0]
 
     def __iter__(self) -> Iterator[Document]:
-        for _, documents in self.index.windows(range(len(self)), self.window):
+        for _, documents in self.index.windows(range(self.count), self.window):
             yield from documents
 
 
 class StreamedIds(Sequence[str]):
-    """Document ids in corpus order, from the index's packed blob; `in` is a hash lookup."""
+    """Document ids in corpus order (of the first `limit`), from the index's packed blob; `in` is
+    a hash lookup."""
 
-    def __init__(self, index: CorpusIndex):
+    def __init__(self, index: CorpusIndex, limit: int | None = None):
         self.index = index
+        self.count = len(index) if limit is None else min(limit, len(index))
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self.count
 
     def __getitem__(self, item: int | slice) -> str | list[str]:  # type: ignore[override]
         if isinstance(item, slice):
@@ -271,7 +274,10 @@ class StreamedIds(Sequence[str]):
         return self.index.doc_id(item + len(self) if item < 0 else item)
 
     def __contains__(self, doc_id: object) -> bool:
-        return isinstance(doc_id, str) and self.index.row_of(doc_id) is not None
+        if not isinstance(doc_id, str):
+            return False
+        row = self.index.row_of(doc_id)
+        return row is not None and row < self.count
 
     def __iter__(self) -> Iterator[str]:
         for row in range(len(self)):

@@ -175,11 +175,12 @@ def _download(name: str, cache: Path, url: str | None, sha256: str | None) -> Pa
 
 
 def open_collection(dataset: str, split: str, data_dir: str | None = None,
-                    download: bool = False, streamed: bool = False) -> Collection:
+                    download: bool = False, streamed: bool = False,
+                    max_documents: int | None = None) -> Collection:
     """The `split` of a dataset name or folder, resolved as above, with its load report logged;
     `streamed` keeps the corpus on disk (see `load_collection`)."""
     path = resolve_dataset(dataset, data_dir=data_dir, download=download)
-    collection = load_collection(path, split, streamed=streamed)
+    collection = load_collection(path, split, streamed=streamed, max_documents=max_documents)
     summary = collection.report.summary()
     if summary:
         logger.info("loading %s/%s:\n%s", collection.name, split, summary)

@@ -85,10 +85,13 @@ def evaluate_retriever(
     data_dir: str | None = None,
     download: bool = False,
     streamed: bool = False,
+    max_documents: int | None = None,
 ) -> dict[str, Any]:
     """Evaluates one retriever on one collection split; the job of gin/eval/*.gin. `streamed`
-    keeps the corpus on disk (for corpora larger than memory)."""
-    collection = open_collection(dataset, split, data_dir, download, streamed=streamed)
+    keeps the corpus on disk (for corpora larger than memory); `max_documents` (streamed only)
+    evaluates on the corpus's first documents."""
+    collection = open_collection(dataset, split, data_dir, download, streamed=streamed,
+                                 max_documents=max_documents)
     record = evaluate_on_collection(collection, retriever, workdir, top_k)
     if is_logging_process():
         print(comparison_table([record]))

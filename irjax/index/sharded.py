@@ -1,11 +1,12 @@
-"""One index per corpus shard, searched shard by shard and merged into the global top-k.
+"""Indexes over parts of a corpus, searched part by part and merged into the global top-k.
 
-A pod cannot hold MS MARCO's vectors in one process, so each process builds indexes over the
-shards it encoded (any kind: exact, ScaNN, faiss), searches them for every query, and the
-per-shard top-k lists are merged: by descending score, ties by ascending corpus row. An exact
+A pod cannot hold MS MARCO's vectors in one process, so each process builds an index (any kind:
+exact, ScaNN, faiss) over the corpus rows it encoded, searches it for every query, and the
+per-part top-k lists are merged: by descending score, ties by ascending corpus row. An exact
 index orders ties the same way, so a sharded exact search returns exactly what one exact index
-over the whole corpus returns. Each shard is saved with the ordinary index manifest in its own
-folder; `shards.json` records where each shard's rows start.
+over the whole corpus returns. A part may cover any set of rows (a process owns every P-th
+embedding shard); each part is saved with the ordinary index manifest in its own folder, and
+`shards.json` records which corpus rows each part holds, as [start, stop) ranges.
 """
 from __future__ import annotations
 
@@ -43,47 +44,67 @@ def merge_top_k(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int
     return top_scores, np.where(np.isneginf(top_scores), -1, top_rows)
 
 
+def _ranges(rows: np.ndarray) -> list[list[int]]:
+    """[start, stop) runs of consecutive values of an increasing row array."""
+    if len(rows) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [len(rows)]])
+    return [[int(rows[a]), int(rows[b - 1]) + 1] for a, b in zip(starts, stops)]
+
+
+def _rows(ranges: Sequence[Sequence[int]]) -> np.ndarray:
+    return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in ranges] or
+                          [np.zeros(0, np.int64)])
+
+
 class ShardedIndex:
-    """Indexes of several row ranges of one corpus; `search` returns global rows."""
+    """Indexes of several sets of corpus rows; `search` returns global rows."""
 
     def __init__(self, kind: str, metric: str = "dot", **options: Any):
         index_class(kind)  # an unknown kind fails here, before any vector is read
         self.kind, self.metric, self.options = kind, metric, dict(options)
-        self.shards: dict[int, tuple[int, Index]] = {}  # shard number -> (first row, index)
+        self.parts: dict[int, tuple[np.ndarray, Index]] = {}  # part -> (global rows, index)
 
-    def add(self, shard: int, first_row: int, vectors: np.ndarray, ids: Sequence[str]) -> None:
-        """Builds the index of shard `shard`, whose row 0 is corpus row `first_row`."""
+    def add(self, part: int, rows: np.ndarray | range, vectors: np.ndarray,
+            ids: Sequence[str]) -> None:
+        """Builds part `part`: vector i is corpus row rows[i] (rows increasing)."""
+        rows = np.asarray(rows, np.int64)
+        if len(rows) != len(vectors) or np.any(np.diff(rows) <= 0):
+            raise ValueError(f"part {part}: need one increasing corpus row per vector, got "
+                             f"{len(rows)} rows for {len(vectors)} vectors")
         index = create_index(self.kind, metric=self.metric, **self.options)
-        self.shards[shard] = (first_row, index.build(vectors, ids))
+        self.parts[part] = (rows, index.build(vectors, ids))
 
     def __len__(self) -> int:
-        return sum(len(index) for _, index in self.shards.values())
+        return sum(len(index) for _, index in self.parts.values())
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, global rows) [q, k] over this object's shards, merged (module docstring)."""
-        if not self.shards:
-            raise RuntimeError("no shard added or loaded")
-        parts = []
-        for first_row, index in self.shards.values():
+        """(scores, global rows) [q, k] over this object's parts, merged (module docstring)."""
+        if not self.parts:
+            raise RuntimeError("no part added or loaded")
+        out = []
+        for rows, index in self.parts.values():
             result = index.search(queries, k)
-            parts.append((result.scores, result.indices + first_row))
-        return merge_top_k(parts, k)
+            out.append((result.scores, rows[result.indices]))
+        return merge_top_k(out, k)
 
     def save(self, directory: str | os.PathLike, write_manifest: bool = True) -> None:
-        """Saves each shard to DIRECTORY/shard-NNNNN/ and (when `write_manifest`) shards.json
-        listing every shard of this object. With several processes, each saves its own shards
-        and one writes the merged list (`write_shards_file`)."""
+        """Saves each part to DIRECTORY/part-NNNNN/ and (when `write_manifest`) shards.json
+        listing them. With several processes, each saves its own parts and one writes the
+        merged list (`write_shards_file`)."""
         directory = Path(directory)
-        for shard, (_, index) in sorted(self.shards.items()):
-            index.save(directory / f"shard-{shard:05d}")
+        for part, (_, index) in sorted(self.parts.items()):
+            index.save(directory / f"part-{part:05d}")
         if write_manifest:
             write_shards_file(directory, self.kind, self.metric, self.options,
-                              {s: (first, len(index)) for s, (first, index) in self.shards.items()})
+                              {p: rows for p, (rows, _) in self.parts.items()})
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, shards: Sequence[int] | None = None
+    def load(cls, directory: str | os.PathLike, parts: Sequence[int] | None = None
              ) -> "ShardedIndex":
-        """Loads the listed shards (default: all in shards.json), each verified by its manifest."""
+        """Loads the listed parts (default: all in shards.json), each verified by its manifest."""
         directory = Path(directory)
         try:
             listing = json.loads((directory / SHARDS_FILE).read_text())
@@ -91,24 +112,25 @@ class ShardedIndex:
             raise IndexIntegrityError(f"{directory}/{SHARDS_FILE} is missing or unreadable ({e}); "
                                       "the sharded index was never completed: rebuild it") from e
         out = cls(listing["kind"], listing["metric"], **listing["options"])
-        wanted = sorted(int(s) for s in listing["shards"]) if shards is None else list(shards)
-        for shard in wanted:
-            record = listing["shards"].get(str(shard))
+        wanted = sorted(int(p) for p in listing["parts"]) if parts is None else list(parts)
+        for part in wanted:
+            record = listing["parts"].get(str(part))
             if record is None:
-                raise IndexIntegrityError(f"{directory}/{SHARDS_FILE} lists no shard {shard}")
-            index = load_index(directory / f"shard-{shard:05d}")
-            if len(index) != record["count"]:
-                raise IndexIntegrityError(f"{directory}/shard-{shard:05d} holds {len(index)} "
-                                          f"vectors, {SHARDS_FILE} says {record['count']}")
-            out.shards[shard] = (record["first_row"], index)
+                raise IndexIntegrityError(f"{directory}/{SHARDS_FILE} lists no part {part}")
+            rows = _rows(record["rows"])
+            index = load_index(directory / f"part-{part:05d}")
+            if len(index) != len(rows):
+                raise IndexIntegrityError(f"{directory}/part-{part:05d} holds {len(index)} "
+                                          f"vectors, {SHARDS_FILE} lists {len(rows)} rows")
+            out.parts[part] = (rows, index)
         return out
 
 
 def write_shards_file(directory: Path, kind: str, metric: str, options: dict[str, Any],
-                      shards: dict[int, tuple[int, int]]) -> None:
-    """shards.json: kind, metric, options and {shard: {first_row, count}}; written last, so its
-    presence means every listed shard was saved."""
+                      parts: dict[int, np.ndarray]) -> None:
+    """shards.json: kind, metric, options and each part's corpus rows as [start, stop) ranges;
+    written last, so its presence means every listed part was saved."""
     atomic_write_text(Path(directory) / SHARDS_FILE, json.dumps({
         "kind": kind, "metric": metric, "options": options,
-        "shards": {str(s): {"first_row": first, "count": count}
-                   for s, (first, count) in sorted(shards.items())}}, indent=2) + "\n")
+        "parts": {str(p): {"rows": _ranges(np.asarray(rows, np.int64)), "count": len(rows)}
+                  for p, rows in sorted(parts.items())}}, indent=2) + "\n")

@@ -21,7 +21,7 @@ from irjax.index.embedding_cache import cache_key
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.dual_encoder_training import DualEncoderModel
 from irjax.parallel.fingerprint import params_digest
-from irjax.retrieval.corpus_encoding import DTYPES, EmbeddingShards
+from irjax.retrieval.corpus_encoding import DTYPES, EmbeddingShards, EmbeddingShardsError
 from irjax.retrieval.distributed import (DEFAULT_SHARD_SIZE, build_local_index,
                                          encode_corpus_shards, encode_texts, gather_rows,
                                          my_share, search_everywhere, to_run)
@@ -39,6 +39,9 @@ class DenseRetriever:
     shards store vectors (float32, float16 or int8; the index is built from the decoded
     float32). `cache_dir` holds the shards, keyed by model, corpus and storage settings
     (default $IRJAX_CACHE_DIR/embeddings). `per_device_batch` rows go to each device per step.
+    `embeddings` names shards an `encode_corpus` job wrote: they are used instead of encoding
+    (the corpus, or a prefix of it, and the model must be the ones they were encoded from).
+    Each process indexes the rows it owns in `index_parts` indexes (default one).
     """
 
     def __init__(
@@ -54,6 +57,8 @@ class DenseRetriever:
         shard_size: int = DEFAULT_SHARD_SIZE,
         dtype: str = "float32",
         per_device_batch: int | None = None,
+        embeddings: str | None = None,
+        index_parts: int = 1,
     ):
         index_class(index)  # an unknown kind fails now, before the corpus is encoded
         if dtype not in DTYPES:
@@ -69,6 +74,8 @@ class DenseRetriever:
         self.name = name or f"{encoder.name}+{index}"
         self.shard_size, self.dtype = shard_size, dtype
         self.per_device_batch = per_device_batch or encoder.batch_size
+        self.embeddings = embeddings
+        self.index_parts = index_parts
         self.timings: dict[str, float] = {}
         # Encode the queries once untimed first, for throughput comparisons (costs a second pass).
         self.warm_queries = warm_queries
@@ -90,6 +97,8 @@ class DenseRetriever:
 
     def corpus_shards(self, collection: Collection) -> EmbeddingShards:
         """The corpus's embedding shards, encoding (and resuming) whatever is missing."""
+        if self.embeddings is not None:
+            return precomputed_shards(self.embeddings, collection, self.encoder.fingerprint)
         shards, stats = encode_corpus_shards(
             collection, self._doc_encoder, self.embeddings_dir(collection),
             model=self.encoder.fingerprint, dim=self.encoder.dim, dtype=self.dtype,
@@ -115,7 +124,7 @@ class DenseRetriever:
         log.info("building %s index shards over %d vectors", self.index_kind,
                  shards.layout.count)
         index = build_local_index(shards, collection.doc_ids, self.index_kind,
-                                  self.index_options, self.save_index_to)
+                                  self.index_options, self.save_index_to, self.index_parts)
         self.timings["index_build_s"] = time.perf_counter() - start
         texts = list(queries.values())
         if self.warm_queries:  # compiles every length bucket, so the timing below is query time
@@ -148,3 +157,23 @@ def dual_encoder_retriever(model: DualEncoderModel, params: Any, tokenizer: Word
     query = encoder("query")
     doc = query if model.shared_towers else encoder("doc")
     return DenseRetriever(doc, index=index, query_encoder=query, cache_dir=cache_dir)
+
+
+def precomputed_shards(directory: str, collection: Collection, model: str) -> EmbeddingShards:
+    """Shards an `encode_corpus` job wrote, after checking they encode this collection's corpus
+    (or a corpus it is a prefix of) with this model, and that the rows it needs are complete."""
+    shards = EmbeddingShards.open(directory)
+    manifest, rows = shards.manifest, collection.corpus_rows
+    if manifest["model"] != model:
+        raise EmbeddingShardsError(f"{directory} was encoded by another model (fingerprint "
+                                   f"{manifest['model'][:12]}, this encoder {model[:12]})")
+    if rows is None or manifest["corpus"] != rows[0] or manifest["count"] < rows[1]:
+        raise EmbeddingShardsError(f"{directory} holds embeddings of another corpus than "
+                                   f"{collection.path} (or of fewer documents)")
+    needed = [s for s in range(shards.layout.num_shards)
+              if shards.layout.rows(s).start < rows[1] and not shards.is_complete(s)]
+    if needed:
+        raise EmbeddingShardsError(f"{directory}: shards {needed[:5]} needed for "
+                                   f"{rows[1]} documents are not encoded yet; run the "
+                                   "encode_corpus job to the end first (it resumes)")
+    return shards

@@ -69,23 +69,49 @@ def encode_corpus_shards(collection: Collection, encoder: MeshEncoder, directory
 
 
 def build_local_index(shards: EmbeddingShards, doc_ids: Sequence[str], kind: str,
-                      options: dict[str, Any], save_to: str | os.PathLike | None = None
-                      ) -> ShardedIndex:
-    """A `ShardedIndex` over the embedding shards this process owns (saved under `save_to`, one
-    folder per shard; process 0 lists them all in shards.json once every process has saved)."""
+                      options: dict[str, Any], save_to: str | os.PathLike | None = None,
+                      parts_per_process: int = 1) -> ShardedIndex:
+    """An index over the corpus rows whose embedding shards this process owns (only the first
+    len(doc_ids) rows), in `parts_per_process` parts of consecutive owned shards; saved under
+    `save_to` (a folder per part; process 0 lists every process's parts in shards.json once all
+    have saved). Part numbers are global: process p's parts are p, p + P, ..."""
     index = ShardedIndex(kind, **options)
-    layout = shards.layout
-    for shard in layout.owned_by(jax.process_index(), jax.process_count()):
-        rows = layout.rows(shard)
-        index.add(shard, rows.start, shards.load(shard), list(doc_ids[rows.start:rows.stop]))
+    layout, limit = shards.layout, len(doc_ids)
+    process, count = jax.process_index(), jax.process_count()
+
+    def rows_of(owner: int) -> list[np.ndarray]:
+        owned = [s for s in layout.owned_by(owner, count) if layout.rows(s).start < limit]
+        groups = np.array_split(np.asarray(owned, np.int64), max(1, min(parts_per_process,
+                                                                          len(owned))))
+        return [np.concatenate([np.arange(layout.rows(int(s)).start,
+                                          min(layout.rows(int(s)).stop, limit)) for s in group])
+                for group in groups if len(group)]
+
+    def part_number(owner: int, i: int) -> int:
+        return owner + i * count
+
+    for i, rows in enumerate(rows_of(process)):
+        vectors = np.concatenate([shards.load(s)[:len(r)] for s, r in _shard_slices(layout, rows)])
+        index.add(part_number(process, i), rows, vectors, [doc_ids[int(r)] for r in rows])
     if save_to is not None:
         index.save(save_to, write_manifest=False)
         barrier("irjax-index-saved")
         if is_logging_process():
-            write_shards_file(Path(save_to), kind, index.metric, index.options,
-                              {s: (layout.rows(s).start, len(layout.rows(s)))
-                               for s in range(layout.num_shards)})
+            every = {part_number(owner, i): rows for owner in range(count)
+                     for i, rows in enumerate(rows_of(owner))}
+            write_shards_file(Path(save_to), kind, index.metric, index.options, every)
     return index
+
+
+def _shard_slices(layout: Any, rows: np.ndarray) -> list[tuple[int, range]]:
+    """(embedding shard, the rows of it that `rows` takes) in order."""
+    out = []
+    for shard in range(layout.num_shards):
+        full = layout.rows(shard)
+        take = rows[(rows >= full.start) & (rows < full.stop)]
+        if len(take):
+            out.append((shard, range(int(take[0]), int(take[-1]) + 1)))
+    return out
 
 
 def my_share(count: int) -> slice:

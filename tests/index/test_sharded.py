@@ -19,8 +19,9 @@ def corpus(n=203, dim=16, seed=0):
 
 def sharded(vectors, ids, size, kind="exact", **options):
     index = ShardedIndex(kind, **options)
-    for shard, start in enumerate(range(0, len(ids), size)):
-        index.add(shard, start, vectors[start:start + size], ids[start:start + size])
+    for part, start in enumerate(range(0, len(ids), size)):
+        rows = range(start, min(start + size, len(ids)))
+        index.add(part, rows, vectors[rows.start:rows.stop], ids[rows.start:rows.stop])
     return index
 
 
@@ -51,15 +52,16 @@ def test_shards_save_and_load_with_their_manifests(tmp_path):
     index = sharded(vectors, ids, 40)
     index.save(tmp_path / "idx")
     listing = json.loads((tmp_path / "idx" / "shards.json").read_text())
-    assert listing["shards"] == {"0": {"first_row": 0, "count": 40}, "1": {"first_row": 40,
-                                 "count": 40}, "2": {"first_row": 80, "count": 10}}
+    assert listing["parts"] == {"0": {"rows": [[0, 40]], "count": 40},
+                                "1": {"rows": [[40, 80]], "count": 40},
+                                "2": {"rows": [[80, 90]], "count": 10}}
     loaded = ShardedIndex.load(tmp_path / "idx")
     queries = vectors[:4]
     for got, want in zip(loaded.search(queries, 5), index.search(queries, 5)):
         np.testing.assert_array_equal(got, want)
-    only = ShardedIndex.load(tmp_path / "idx", shards=[1])
+    only = ShardedIndex.load(tmp_path / "idx", parts=[1])
     assert len(only) == 40 and only.search(vectors[45:46], 1)[1].tolist() == [[45]]
-    (tmp_path / "idx" / "shard-00001" / "vectors.npy").write_bytes(b"broken")
+    (tmp_path / "idx" / "part-00001" / "vectors.npy").write_bytes(b"broken")
     with pytest.raises(IndexIntegrityError):
         ShardedIndex.load(tmp_path / "idx")
 
@@ -73,6 +75,20 @@ def test_sharded_scann_finds_what_exact_search_finds():
     approx = sharded(vectors, ids, 1000, kind="scann").search(queries, 10)[1]
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.9
+
+
+def test_a_part_may_hold_scattered_rows():
+    """A process owns every P-th embedding shard: its part's rows are not one range."""
+    vectors, ids = corpus(n=60, seed=2)
+    rows = np.r_[0:10, 20:30, 40:50]
+    other = np.setdiff1d(np.arange(60), rows)
+    index = ShardedIndex("exact")
+    index.add(0, rows, vectors[rows], [ids[r] for r in rows])
+    index.add(1, other, vectors[other], [ids[r] for r in other])
+    whole = create_index("exact").build(vectors, ids).search(vectors[:5], 7)
+    np.testing.assert_array_equal(index.search(vectors[:5], 7)[1], whole.indices)
+    with pytest.raises(ValueError, match="increasing corpus row"):
+        index.add(2, rows[::-1], vectors[rows], [ids[r] for r in rows])
 
 
 def test_unknown_kind_fails_before_any_vector():
