@@ -76,3 +76,21 @@ def allgather_arrays(array: "np.ndarray") -> list["np.ndarray"]:
     np.save(buffer, np.asarray(array), allow_pickle=False)
     return [np.load(io.BytesIO(item), allow_pickle=False)
             for item in allgather_bytes(buffer.getvalue())]
+
+
+def host_copy(tree: Any) -> Any:
+    """Every array leaf as a whole numpy array on this host: fully addressable and replicated
+    arrays locally, arrays sharded over other processes gathered (e.g. a trained model's params
+    on the training mesh, before inference moves them to a process-local mesh)."""
+    import numpy as np
+
+    def whole(x: Any) -> Any:
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return np.asarray(x)
+        if x.sharding.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(whole, tree)

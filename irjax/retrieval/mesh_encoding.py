@@ -28,6 +28,7 @@ from irjax.data.batching import round_up
 from irjax.data.tokenization import pad_sequences
 from irjax.models.dual_encoder import encode_in_slices
 from irjax.parallel.partitioning import create_mesh
+from irjax.parallel.processes import host_copy
 
 DeviceFn = Callable[[Any, jax.Array, jax.Array], Any]
 
@@ -75,7 +76,7 @@ class MeshEncoder:
         self.batch_rows = per_device_batch * self.data_devices
         self.pad_id, self.tokenize, self.max_length = pad_id, tokenize, max_length
         self.bucket_multiple = bucket_multiple
-        self.params = jax.device_put(params, NamedSharding(self.mesh, P()))
+        self.params = jax.device_put(host_copy(params), NamedSharding(self.mesh, P()))
         self._run = jax.jit(jax.shard_map(
             device_fn, mesh=self.mesh, in_specs=(P(), P("data"), P("data")),
             out_specs=P("data"), check_vma=False))

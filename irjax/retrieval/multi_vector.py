@@ -11,6 +11,11 @@ and punctuation dropped with `token_mask`), then every query is scored against t
   are scored from those alone with missing-similarity imputation (`xtr_score_candidates`).
 
 With k' >= the number of corpus tokens both modes give the same scores, which the tests check.
+
+On several processes each process encodes and scores its own contiguous share of the documents
+(`local_rows`), queries are encoded split over the processes and gathered, and the per-process
+results merge exactly: MaxSim top-k lists by (score, row), XTR's per-query-token top-k' lists
+likewise before the imputation, so the run equals the one-process run.
 """
 from __future__ import annotations
 
@@ -25,13 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from irjax.data.batching import length_buckets, padded_rows
 from irjax.data.collection import Collection
-from irjax.data.tokenization import WordPieceTokenizer, pad_sequences
 from irjax.data.runs import Run
+from irjax.data.tokenization import WordPieceTokenizer
+from irjax.index.sharded import merge_top_k
 from irjax.index.xtr_scoring import xtr_score_candidates
 from irjax.models.multi_vector import MultiVectorModel, maxsim_scores
 from irjax.models.token_encoder import token_mask
+from irjax.parallel.processes import allgather_arrays, is_logging_process, process_shard
+from irjax.retrieval.mesh_encoding import MeshEncoder
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +64,6 @@ class MaxSimRetriever:
         if k_prime < 1:
             raise ValueError(f"k_prime must be >= 1, got {k_prime}")
         self.model = model
-        self.params = jax.device_put(params)
         self.tokenizer = tokenizer
         self.doc_max_length = doc_max_length
         self.query_max_length = query_max_length
@@ -69,47 +75,70 @@ class MaxSimRetriever:
         self.doc_skip_ids = tuple(punctuation_ids(tokenizer) if doc_skip_ids is None else doc_skip_ids)
         self.name = name or f"multi-vector+{mode}"
         self.timings: dict[str, float] = {}
-        self._encode = jax.jit(model.encode)
+        self._params = params
+        self._encoders: dict[tuple[int, tuple[int, ...]], MeshEncoder] = {}
         self._corpus_cache: dict[str, list[np.ndarray]] = {}
 
+    def local_rows(self, collection: Collection) -> range:
+        """This process's contiguous share of the corpus rows (all of them on one process)."""
+        share = process_shard(len(collection.documents))
+        return range(share.start, share.stop)
+
     def corpus_vectors(self, collection: Collection) -> list[np.ndarray]:
-        """Token vectors of every document, encoded once per collection and kept, so several
-        inference paths (XTR, MaxSim, MUVERA) evaluated on one retriever share the encoding."""
+        """Token vectors of this process's documents (`local_rows`), encoded once per collection
+        and kept, so several inference paths (XTR, MaxSim, MUVERA) evaluated on one retriever
+        share the encoding."""
         key = collection.fingerprint()
         if key not in self._corpus_cache:
             start = time.perf_counter()
+            rows = self.local_rows(collection)
             self._corpus_cache[key] = self.encode(
-                [d.contents for d in collection.documents], self.doc_max_length,
-                self.doc_skip_ids, progress=f"encoding {collection.name} corpus tokens")
+                [d.contents for d in collection.documents[rows.start:rows.stop]],
+                self.doc_max_length, self.doc_skip_ids,
+                progress=f"encoding {collection.name} corpus tokens")
             self.timings["encode_corpus_s"] = time.perf_counter() - start
         return self._corpus_cache[key]
 
     def query_vectors(self, queries: dict[str, str]) -> list[np.ndarray]:
+        """Token vectors of every query: each process encodes its share, all get every one."""
         start = time.perf_counter()
-        vectors = self.encode(list(queries.values()), self.query_max_length,
-                              progress="encoding queries")
+        texts = list(queries.values())
+        share = texts[process_shard(len(texts))]
+        vectors = gather_ragged(self.encode(share, self.query_max_length,
+                                            progress="encoding queries"), self.model.dim)
         self.timings["encode_queries_s"] = time.perf_counter() - start
         return vectors
 
     # -- encoding ------------------------------------------------------------------------------
+    def _mesh_encoder(self, max_length: int, skip_ids: Sequence[int]) -> MeshEncoder:
+        key = (max_length, tuple(skip_ids))
+        if key not in self._encoders:
+            model, skip = self.model, tuple(skip_ids)
+
+            def device_fn(params: Any, ids: jax.Array, mask: jax.Array
+                          ) -> tuple[jax.Array, jax.Array]:
+                return model.encode(params, ids, mask), token_mask(ids, mask, skip)
+
+            self._encoders[key] = MeshEncoder(
+                device_fn, self._params, pad_id=self.tokenizer.pad_id,
+                tokenize=self.tokenizer.tokenize, max_length=max_length,
+                per_device_batch=self.batch_size)
+        return self._encoders[key]
+
     def encode(self, texts: Sequence[str], max_length: int, skip_ids: Sequence[int] = (),
                progress: str | None = None) -> list[np.ndarray]:
-        """Per text, float32 [n_tokens, dim] vectors of the tokens that take part in scoring."""
+        """Per text, float32 [n_tokens, dim] vectors of the tokens that take part in scoring,
+        encoded data-parallel over this process's devices (mesh_encoding.py)."""
         from tqdm.auto import tqdm
 
-        seqs = self.tokenizer.tokenize(list(texts), max_length)
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        out: list[np.ndarray] = [np.zeros((0, self.model.dim), np.float32)] * len(seqs)
-        with tqdm(total=len(seqs), desc=progress, unit="text", disable=progress is None) as bar:
-            for bucket in length_buckets(lengths, self.batch_size, 32, max_length):
-                batch = pad_sequences([seqs[j] for j in bucket.indices], self.tokenizer.pad_id,
-                                      pad_to=bucket.length,
-                                      rows=padded_rows(len(bucket), self.batch_size))
-                vectors = np.asarray(self._encode(self.params, batch.ids, batch.mask), np.float32)
-                keep = np.asarray(token_mask(batch.ids, batch.mask, skip_ids)) > 0
-                for row, j in enumerate(bucket.indices):
-                    out[int(j)] = vectors[row][keep[row]]
-                bar.update(len(bucket))
+        out: list[np.ndarray] = [np.zeros((0, self.model.dim), np.float32)] * len(texts)
+        with tqdm(total=len(texts), desc=progress, unit="text",
+                  disable=progress is None or not is_logging_process()) as bar:
+            outputs, batches = self._mesh_encoder(max_length, skip_ids).encode(
+                list(texts), bar.update)
+        for (vectors, keep), batch in zip(outputs, batches):
+            for row, j in enumerate(batch.rows):
+                out[int(j)] = np.asarray(vectors[row], np.float32)[keep[row] > 0]
         return out
 
     def _padded_queries(self, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -125,13 +154,19 @@ class MaxSimRetriever:
     # -- the Retriever protocol ----------------------------------------------------------------
     def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
         docs = self.corpus_vectors(collection)
+        offset = self.local_rows(collection).start
         query_vectors = self.query_vectors(queries)
         start = time.perf_counter()
         if self.mode == "maxsim":
             ids, scores = self._maxsim_top_k(query_vectors, docs, k)
+            ids = np.where(ids >= 0, ids + offset, -1)
+            if jax.process_count() > 1:
+                scores, ids = merge_top_k(list(zip(allgather_arrays(scores),
+                                                   allgather_arrays(ids))), k)
         else:
-            ids, scores = self._xtr_top_k(query_vectors, docs, k)
+            ids, scores = self._xtr_top_k(query_vectors, docs, k, offset)
         self.timings["score_s"] = time.perf_counter() - start
+        self.timings["processes"] = jax.process_count()
         doc_ids = collection.doc_ids
         run: Run = {}
         for qi, query_id in enumerate(queries):
@@ -167,14 +202,16 @@ class MaxSimRetriever:
         return best_ids, best
 
     # -- XTR: exact token retrieval, then scoring from retrieved tokens -------------------------
-    def _xtr_top_k(self, queries: list[np.ndarray], docs: list[np.ndarray], k: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def _xtr_top_k(self, queries: list[np.ndarray], docs: list[np.ndarray], k: int,
+                   offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """XTR over this process's documents (global rows start at `offset`); with several
+        processes the per-query-token top-k' lists are merged before scoring."""
         lengths = np.array([len(d) for d in docs], np.int64)
         tokens = np.concatenate([np.zeros((0, self.model.dim), np.float32), *docs])
-        owner = np.repeat(np.arange(len(docs)), lengths)
-        k_prime = min(self.k_prime, len(tokens))
-        chunk = min(self.token_chunk, len(tokens))
-        padded = -(-len(tokens) // chunk) * chunk
+        owner = np.repeat(np.arange(len(docs)), lengths) + offset
+        k_prime = min(self.k_prime, max(1, self._corpus_tokens(len(tokens))))
+        chunk = max(1, min(self.token_chunk, len(tokens)))
+        padded = -(-len(tokens) // chunk) * chunk if len(tokens) else chunk
         token_pad = np.zeros((padded, self.model.dim), np.float32)
         token_pad[: len(tokens)] = tokens
         owner_pad = np.full(padded, -1, np.int32)
@@ -182,17 +219,38 @@ class MaxSimRetriever:
         token_pad = jnp.asarray(token_pad.reshape(-1, chunk, self.model.dim))
         owner_pad = jnp.asarray(owner_pad.reshape(-1, chunk))
         padded_queries, _ = self._padded_queries(queries)   # one compiled shape for all queries
+        width = padded_queries.shape[1]
+        sims = np.full((len(queries), width, k_prime), -np.inf, np.float32)
+        hits = np.full((len(queries), width, k_prime), -1, np.int64)
+        for qi, q in enumerate(queries):
+            if len(q) == 0:
+                continue
+            s, h = _token_top_k(jnp.asarray(padded_queries[qi]), token_pad, owner_pad, k_prime)
+            sims[qi], hits[qi] = np.asarray(s), np.asarray(h)
+        if jax.process_count() > 1:  # each query token's global top-k' from the local ones
+            parts = list(zip(allgather_arrays(sims), allgather_arrays(hits)))
+            flat = [(s.reshape(-1, k_prime), h.reshape(-1, k_prime)) for s, h in parts]
+            merged_s, merged_h = merge_top_k(flat, k_prime)
+            sims = merged_s.reshape(sims.shape)
+            hits = merged_h.reshape(hits.shape)
         best_ids = np.full((len(queries), k), -1, np.int64)
         best = np.full((len(queries), k), -np.inf, np.float32)
         for qi, q in enumerate(queries):
             if len(q) == 0:
                 continue
-            sims, hit = _token_top_k(jnp.asarray(padded_queries[qi]), token_pad, owner_pad, k_prime)
-            candidates, scores = xtr_score_candidates(np.asarray(sims), np.asarray(hit), len(q))
+            candidates, scores = xtr_score_candidates(sims[qi][:len(q)], hits[qi][:len(q)],
+                                                      len(q))
             top = np.argsort(-scores, kind="stable")[:k]
             best_ids[qi, : len(top)] = candidates[top]
             best[qi, : len(top)] = scores[top]
         return best_ids, best
+
+    @staticmethod
+    def _corpus_tokens(local_tokens: int) -> int:
+        """Tokens of the whole corpus (every process's), which caps k'."""
+        if jax.process_count() == 1:
+            return local_tokens
+        return int(sum(int(n) for n in allgather_arrays(np.asarray(local_tokens))))
 
 
 @jax.jit
@@ -228,3 +286,15 @@ def _token_top_k(q: jax.Array, tokens: jax.Array, owner: jax.Array, k_prime: int
 
     (scores, ids), _ = lax.scan(step, init, (tokens, owner))
     return scores, jnp.where(jnp.isneginf(scores), -1, ids)
+
+
+def gather_ragged(vectors: list[np.ndarray], dim: int) -> list[np.ndarray]:
+    """Every process's list of [n_i, dim] arrays, concatenated in process order."""
+    if jax.process_count() == 1:
+        return vectors
+    lengths = np.array([len(v) for v in vectors], np.int64)
+    flat = np.concatenate([np.zeros((0, dim), np.float32), *vectors])
+    out: list[np.ndarray] = []
+    for part_lengths, part in zip(allgather_arrays(lengths), allgather_arrays(flat)):
+        out += np.split(part, np.cumsum(part_lengths)[:-1]) if len(part_lengths) else []
+    return out
