@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import gin
 
 from irjax.files import atomic_write_text
+from irjax.workdir import workdir_transaction
 
 ROOT = Path(__file__).resolve().parents[1]
 _MACRO_REF = re.compile(r"%([A-Za-z_][A-Za-z0-9_.]*)")
@@ -131,11 +132,13 @@ def _workdir() -> Path | None:
 
 
 def run_job() -> Any:
-    """Writes the full config to WORKDIR/config.gin, runs the job, then writes the operative config."""
+    """Runs the job as its workdir's only run (irjax/workdir.py: lock, status.json, no stale
+    results): writes WORKDIR/config.gin, runs the job, then writes the operative config."""
     workdir = _workdir()
-    if workdir is not None:
+    if workdir is None:
+        return run()
+    with workdir_transaction(workdir):
         atomic_write_text(workdir / "config.gin", gin.config_str())
-    result = run()
-    if workdir is not None:
+        result = run()
         atomic_write_text(workdir / "operative_config.gin", gin.operative_config_str())
     return result

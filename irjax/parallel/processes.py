@@ -30,3 +30,24 @@ def process_shard(num_items: int, process_index: int | None = None,
 def is_logging_process() -> bool:
     """Only process 0 writes logs, metrics and checkpoints metadata."""
     return jax.process_index() == 0
+
+
+def process_0_outcome(ok: bool) -> bool:
+    """Process 0's `ok`, on every process; a barrier, since the others wait for process 0 to
+    decide (e.g. whether it got the workdir lock). Every process must call it; only process 0's
+    argument counts. Without other processes it returns `ok` at once."""
+    if jax.process_count() == 1:
+        return ok
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flag = np.int32(1 if ok else 0)
+    return bool(multihost_utils.broadcast_one_to_all(flag))
+
+
+def sync_processes(name: str) -> None:
+    """Waits until every process has reached the point called `name`; a no-op for one process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
