@@ -98,9 +98,13 @@ def _judged_qrels(qrels: Mapping[str, Mapping[str, int]]) -> Qrels:
 
 
 def _tie_free(run: Mapping[str, Mapping[str, float]], qids: set[str]) -> Run:
-    """The judged queries' rankings with scores n, n-1, ..., 1 in trec_eval order (see module doc)."""
+    """The judged queries' rankings with scores n, n-1, ..., 1 in trec_eval order (see module doc).
+
+    Queries come in sorted order, not in the order of a set: ir-measures sums per-query values
+    in the order it receives them, and a set's order follows PYTHONHASHSEED, which changed the
+    last digits of every mean from one process to the next."""
     canonical: Run = {}
-    for qid in qids & set(run):
+    for qid in sorted(qids.intersection(run)):
         ranked = rank_documents(run[qid])
         for doc_id, _ in ranked:
             if (problem := text_problem(doc_id)) is not None:  # pytrec_eval would crash on it
