@@ -55,6 +55,7 @@ from irjax.models.t5 import T5Config
 from irjax.jobs.continual_report import write_report
 from irjax.parallel.partitioning import create_mesh
 from irjax.parallel.processes import is_logging_process
+from irjax.jobs.choices import check_job_choices
 from irjax.jobs.retrieval_job import optimizer_config
 from irjax.jobs.train_dsi import docid_scheme_for, model_vocab_size, read_pseudo_queries
 from irjax.training.trainer import CHECKPOINT_SUBDIR, Trainer, TrainResult
@@ -257,6 +258,7 @@ def continual_dsi(
     `memorization_sample` caps the probed documents per part (D0, D1; None: all);
     `replay_weight` is the pseudo-query share relative to D1 indexing (ratio) and retrieval (1).
     """
+    check_job_choices("continual_dsi", docid_scheme=docid_scheme, t5_preset=t5_preset, decay=decay)
     if indexing_to_retrieval_ratio <= 0:
         raise ValueError("continual indexing needs indexing examples: indexing_to_retrieval_ratio "
                          f"must be > 0, got {indexing_to_retrieval_ratio}")

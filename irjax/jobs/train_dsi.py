@@ -37,6 +37,7 @@ from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
 from irjax.parallel.partitioning import create_mesh
 from irjax.parallel.processes import is_logging_process
+from irjax.jobs.choices import check_job_choices
 from irjax.jobs.retrieval_job import optimizer_config
 from irjax.training.trainer import Trainer
 
@@ -136,6 +137,7 @@ def train_dsi(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Trains DSI on `train_split` (indexing the whole corpus) and evaluates on `eval_split`."""
+    check_job_choices("train_dsi", docid_scheme=docid_scheme, t5_preset=t5_preset, decay=decay)
     workdir_path = Path(workdir)
     train = open_collection(dataset, train_split, data_dir)
     evaluation = open_collection(dataset, eval_split, data_dir)

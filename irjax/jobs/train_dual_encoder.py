@@ -24,6 +24,7 @@ from irjax.models.hf_import import load_bert_params
 from irjax.models.pretrained import load_checkpoint
 from irjax.training.checkpoints import fingerprint
 from irjax.parallel.partitioning import create_mesh
+from irjax.jobs.choices import check_job_choices
 from irjax.jobs.retrieval_job import (DataConfig, count_steps, optimizer_config, training_batches,
                                       write_report)
 from irjax.training.trainer import Trainer
@@ -71,6 +72,7 @@ def train_dual_encoder(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Fine-tunes a pretrained encoder (MiniLM by default) and evaluates it on `eval_split`."""
+    check_job_choices("train_dual_encoder", objective=objective, negatives=negatives, decay=decay)
     workdir_path = Path(workdir)
     checkpoint = load_checkpoint(pretrained)
     config = BertConfig.from_json(checkpoint.config_path)

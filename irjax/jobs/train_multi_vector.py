@@ -25,6 +25,7 @@ from irjax.models.hf_import import load_bert_params
 from irjax.models.multi_vector import MultiVectorModel
 from irjax.models.pretrained import load_checkpoint
 from irjax.parallel.partitioning import create_mesh
+from irjax.jobs.choices import check_job_choices
 from irjax.jobs.retrieval_job import (DataConfig, count_steps, optimizer_config, training_batches,
                                       write_report)
 from irjax.training.trainer import Trainer
@@ -74,6 +75,7 @@ def train_multi_vector(
     reported in WORKDIR/paths/study.{json,md} (`irjax.evaluation.multi_vector_study`);
     `study_options` are passed on to `study_multi_vector`. Rerunning on a finished workdir
     restores the last checkpoint and only evaluates."""
+    check_job_choices("train_multi_vector", objective=objective, eval_mode=eval_mode, decay=decay)
     workdir_path = Path(workdir)
     checkpoint = load_checkpoint(pretrained)
     config = BertConfig.from_json(checkpoint.config_path)

@@ -45,6 +45,7 @@ from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
 from irjax.parallel.partitioning import create_mesh
 from irjax.parallel.processes import is_logging_process
+from irjax.jobs.choices import check_job_choices
 from irjax.jobs.retrieval_job import optimizer_config
 from irjax.training.trainer import Trainer
 
@@ -159,6 +160,7 @@ def train_query_generator(
 ) -> dict[str, Any]:
     """Trains document -> query T5 on `train_split`, samples queries for the whole corpus, and
     returns the training summary (also written to WORKDIR/training_summary.json)."""
+    check_job_choices("train_query_generator", t5_preset=t5_preset, decay=decay)
     workdir_path = Path(workdir)
     collection = open_collection(dataset, train_split, data_dir)
     tokenizer = SentencePieceTokenizer()

@@ -10,7 +10,8 @@ import numpy as np
 
 from irjax.data.collection import Collection
 from irjax.data.runs import Run
-from irjax.index.base import Index, create_index
+from irjax.choices import check_choice
+from irjax.index.base import Index, available_kinds, create_index
 from irjax.index.embedding_cache import cache_key, cached_embeddings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,13 @@ class DenseRetriever:
         query_encoder: Any = None,
         warm_queries: bool = False,
     ):
+        if index_factory is create_index:  # a custom factory may know other kinds
+            check_choice("DenseRetriever.index", index, available_kinds())
+            try:  # constructing an unbuilt index is cheap and checks its options now, not later
+                create_index(index, **(index_options or {}))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"DenseRetriever.index_options={index_options!r} for a {index!r} "
+                                 f"index: {e}") from e
         self.encoder = encoder
         self.query_encoder = query_encoder or encoder  # separate towers: a different query encoder
         self.index_kind = index
