@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import scann
 
 from irjax.files import atomic_write_text
 from irjax.index.base import Index, IndexIntegrityError, register_index, validate_ids
 from irjax.index.quantization import quantize_int8
-from irjax.index.scann_index import plan_scann, scann_builder
+from irjax.index.scann_index import load_scann_searcher, plan_scann, scann_builder
 
 STORAGES = ("float32", "int8")
 _SHARDS = "shards.json"
@@ -191,7 +190,7 @@ class ShardedScannIndex(Index):
             shard = directory / f"shard_{i:05d}"
             if not shard.is_dir():
                 raise IndexIntegrityError(f"{shard} is missing; rebuild the index")
-            self._searchers.append(scann.scann_ops_pybind.load_searcher(str(shard)))
+            self._searchers.append(load_scann_searcher(shard))
         self._dir = directory
         self._open_vectors(count, dim)
         return count, dim
