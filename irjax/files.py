@@ -145,14 +145,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_orphan_temporaries(directory: str | os.PathLike, *,
+def remove_orphan_temporaries(directory: str | os.PathLike, *, name: str | None = None,
                               min_age_s: float = ORPHAN_AGE_S) -> list[Path]:
     """Deletes temporary files/directories in `directory` left by killed writers; returns them.
 
     An entry is an orphan when its writer (host and pid in its name) is this host's and no longer
     runs. Entries named by another host, or without a pid (older irjax), are orphans once they
     were last modified more than `min_age_s` ago, since their writer's liveness cannot be seen
-    from here. Entries of live writers on this host are never touched.
+    from here. Entries of live writers on this host are never touched. With `name`, only
+    temporaries of that name are considered, never pid-less ones: for shared folders such as
+    the system temp directory, where other programs' files must be left alone.
     """
     directory = Path(directory)
     removed: list[Path] = []
@@ -161,6 +163,8 @@ def remove_orphan_temporaries(directory: str | os.PathLike, *,
     now, host = time.time(), _host_tag()
     for entry in directory.iterdir():
         match = _TEMP_NAME.match(entry.name)
+        if name is not None and (match is None or match["name"] != name):
+            continue
         if match is None and not _OLD_TEMP_NAME.match(entry.name):
             continue
         try:

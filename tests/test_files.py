@@ -106,3 +106,16 @@ def test_quarantine_keeps_the_damaged_file_under_a_new_name(tmp_path):
     assert not path.exists() and first != second
     assert first.name.startswith("k.npz.corrupt-") and first.read_bytes() == b"bad"
     assert second.read_bytes() == b"bad again"
+
+
+def test_named_clean_up_in_a_shared_folder_touches_only_that_name(tmp_path):
+    import time
+    old = time.time() - 2 * files.ORPHAN_AGE_S
+    others = [tmp_path / ".cache.otherhost-1.x.tmp", tmp_path / ".someone.abcdefgh.tmp",
+              tmp_path / ".irjax_tokens.otherhost-1.x.tmp"]
+    for path in others:
+        path.mkdir()
+        os.utime(path, (old, old))
+    removed = files.remove_orphan_temporaries(tmp_path, name="irjax_tokens")
+    assert removed == [others[2]]  # another program's pid-less or other-named entries stay
+    assert others[0].exists() and others[1].exists()

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from irjax.files import atomic_write_text
+from irjax.files import atomic_write_text, remove_orphan_temporaries, temporary_prefix
 from irjax.index.base import Index, IndexIntegrityError, register_index, validate_ids
 from irjax.index.quantization import quantize_int8
 from irjax.index.scann_index import load_scann_searcher, plan_scann, scann_builder
@@ -92,7 +92,9 @@ class ShardedScannIndex(Index):
 
     def _build(self, vectors: np.ndarray) -> None:
         count, dim = int(vectors.shape[0]), int(vectors.shape[1])
-        self._dir = Path(tempfile.mkdtemp(prefix="irjax_sharded_scann_"))
+        remove_orphan_temporaries(tempfile.gettempdir(), name="irjax_sharded_scann")
+        self._dir = Path(tempfile.mkdtemp(prefix=temporary_prefix("irjax_sharded_scann"),
+                                          suffix=".tmp"))
         weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._searchers, self._plans, self._offsets = [], [], [0]
         with open(self._dir / _VECTORS, "wb") as out, \
