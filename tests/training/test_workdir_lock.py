@@ -71,3 +71,24 @@ def test_multiprocess_run_locks_once_and_every_process_stops_on_a_busy_workdir(t
     assert free.returncode == 0, (free.stdout + free.stderr)[-3000:]
     status = read_status(workdir)
     assert status["state"] == "done" and status["pid"] != os.getpid()
+
+
+def test_a_killed_locked_run_resumes_from_its_checkpoints_and_reports_the_dead_holder(tmp_path):
+    workdir = tmp_path / "w"
+    args = [sys.executable, str(SCRIPT), "--lock", "--workdir", str(workdir), "--steps", "12",
+            "--checkpoint_every", "2", "--data", "1", "--sync"]
+    killed = subprocess.Popen([*args, "--announce"], env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    for line in killed.stdout:
+        if line.strip() == "batch 7":
+            killed.kill()
+            break
+    killed.wait()
+    assert read_status(workdir)["state"] == "running"  # what a kill -9 leaves
+    rerun = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    result = json.loads(rerun.stdout.split("RESULT ", 1)[1])["sharded"]
+    assert result["resumed_from"] == "workdir" and result["start_step"] >= 4
+    assert f"pid {killed.pid}" in rerun.stderr and "never finished" in rerun.stderr
+    status = read_status(workdir)
+    assert status["state"] == "done" and f"pid {killed.pid}" in status["took_over_lock_from"]
