@@ -17,7 +17,9 @@ exclude the state that must persist, and a kill between two renames would still 
 Instead, when a run starts (after it has the lock, before it writes anything):
 
 * the results of the previous run (`RESULT_NAMES`, anywhere in the workdir outside the state
-  folders `KEPT_DIRS`, plus its config.gin and status.json) are moved into WORKDIR/previous_results/
+  folders `KEPT_DIRS` and the periodic evaluations eval/step_N/, which like metrics.jsonl are
+  training history a resumed run does not repeat; plus the previous status.json) are moved into
+  WORKDIR/previous_results/
   if that run finished ("done", or no status.json: a workdir from before this module), so that
   nothing a completed run produced is lost and nothing stale sits next to the new config.gin;
 * result files of a run that failed or was killed are partial: they go to
@@ -36,6 +38,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import traceback
@@ -58,6 +61,7 @@ RESULT_NAMES = frozenset({
     "memorization.json", "phase.json", "samples.md", "pseudo_queries.jsonl",
 })
 KEPT_DIRS = frozenset({"checkpoints", "tensorboard", "embedding_cache", PREVIOUS_DIR})
+_STEP_DIR = re.compile(r"step_[0-9]+")
 
 __all__ = ["workdir_transaction", "read_status", "WorkdirLockedError", "STATUS_NAME"]
 
@@ -67,7 +71,8 @@ def _now() -> str:
 
 
 def read_status(workdir: str | os.PathLike) -> dict[str, Any] | None:
-    """WORKDIR/status.json, or None when absent or unreadable (then a warning names it)."""
+    """WORKDIR/status.json; None when absent, {"state": "unreadable"} (with a warning naming the
+    file) when it cannot be parsed, which counts as a run that did not finish."""
     path = Path(workdir) / STATUS_NAME
     if not path.exists():
         return None
@@ -75,8 +80,16 @@ def read_status(workdir: str | os.PathLike) -> dict[str, Any] | None:
         status = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         log.warning("%s is unreadable (%s); treating the previous run as unfinished", path, e)
-        return None
-    return status if isinstance(status, dict) else None
+        return {"state": "unreadable"}
+    return status if isinstance(status, dict) else {"state": "unreadable"}
+
+
+def _kept(workdir: Path, folder: Path) -> bool:
+    """State folders (any depth), hidden ones, and WORKDIR/eval/step_N: periodic evaluations
+    are training history like metrics.jsonl, which a resumed run does not repeat."""
+    relative = folder.relative_to(workdir).parts
+    return (folder.name in KEPT_DIRS or folder.name.startswith(".")
+            or (len(relative) == 2 and relative[0] == "eval" and _STEP_DIR.match(relative[1])))
 
 
 def result_files(workdir: Path) -> list[Path]:
@@ -84,8 +97,7 @@ def result_files(workdir: Path) -> list[Path]:
     found: list[Path] = []
     for root, dirs, files in os.walk(workdir):
         here = Path(root)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and not (
-            here == workdir and d in KEPT_DIRS)]
+        dirs[:] = [d for d in dirs if not _kept(workdir, here / d)]
         found.extend(here / name for name in files if name in RESULT_NAMES)
     return sorted(found)
 

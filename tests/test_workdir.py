@@ -134,15 +134,32 @@ def test_partial_results_of_a_killed_run_are_kept_apart_from_the_last_completed_
     # a run killed with SIGKILL: status says running, a partial result exists
     (workdir / STATUS_NAME).write_text(json.dumps({"state": "running", "pid": 999999999,
                                                    "started": "earlier"}))
-    (workdir / "eval" / "step_5").mkdir(parents=True)
-    (workdir / "eval" / "step_5" / "metrics.json").write_text("partial")
+    (workdir / "paths" / "maxsim").mkdir(parents=True)
+    (workdir / "paths" / "maxsim" / "metrics.json").write_text("partial")
     with caplog.at_level(logging.WARNING), workdir_transaction(workdir):
         assert "never finished" in caplog.text
         previous = workdir / PREVIOUS_DIR
         assert (previous / "metrics.json").read_text() == "complete"
-        assert (previous / UNFINISHED_DIR / "eval" / "step_5" / "metrics.json").read_text() == \
+        assert (previous / UNFINISHED_DIR / "paths" / "maxsim" / "metrics.json").read_text() == \
             "partial"
-        assert not (workdir / "eval").exists()
+        assert not (workdir / "paths").exists()
+
+
+def test_training_history_and_state_stay_where_a_resumed_run_expects_them(tmp_path):
+    workdir = tmp_path / "w"
+    kept = [workdir / "eval" / "step_5" / "metrics.json",  # periodic eval: not repeated on resume
+            workdir / "phase1" / "checkpoints" / "7" / "metrics.json",  # state at any depth
+            workdir / "metrics.jsonl", workdir / "docids.json"]
+    moved = [workdir / "metrics.json", workdir / "phase1" / "eval" / "memorization.json"]
+    for path in kept + moved:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    with workdir_transaction(workdir):
+        assert all(p.exists() for p in kept) and not any(p.exists() for p in moved)
+    (workdir / STATUS_NAME).write_text("{not json")
+    (workdir / "metrics.json").write_text("from a run whose status is unreadable")
+    with workdir_transaction(workdir):
+        assert (workdir / PREVIOUS_DIR / UNFINISHED_DIR / "metrics.json").exists()
 
 
 def test_cli_evaluation_on_a_locked_workdir_exits_at_once_and_touches_nothing(tmp_path, holder):
