@@ -17,8 +17,10 @@ from typing import Any, Callable, Sequence
 
 import gin
 
+from irjax import type_check
 from irjax.errors import ConfigError, UserError
 from irjax.files import atomic_write_text
+from irjax.workdir import workdir_transaction
 
 ROOT = Path(__file__).resolve().parents[1]
 _MACRO_REF = re.compile(r"%([A-Za-z_][A-Za-z0-9_.]*)")
@@ -120,6 +122,7 @@ def parse(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[
         raise GinConfigError(_parse_error_message(e)) from e
     validate_macros(text)
     gin.finalize()
+    check_binding_types()
     try:
         gin.query_parameter("irjax.run.job")
     except ValueError as e:
@@ -140,6 +143,64 @@ def validate_macros(config_text: str) -> None:
         raise GinConfigError(f"unbound gin macro(s): {', '.join(missing)}. Bind them, e.g. {hints}")
 
 
+def _as_checkable(value: Any) -> Any:
+    """A bound value with gin references replaced by what type_check can compare: a macro by
+    its value, `@Class()` by InstanceOf(Class), `@function()` by InstanceOf(its return class)
+    when annotated, `@name` (no call) by the callable itself."""
+    if isinstance(value, gin.config.ConfigurableReference):
+        wrapped = value.configurable.wrapped
+        if _is_macro(value):
+            bound = gin.config._CONFIG.get(value.config_key, {})  # gin has no public lookup
+            return _as_checkable(bound["value"]) if "value" in bound else type_check.UNKNOWN
+        if not value.evaluate:
+            return wrapped
+        if isinstance(wrapped, type):
+            return type_check.InstanceOf(wrapped)
+        returns = type_check.return_hint(wrapped)
+        return type_check.InstanceOf(returns) if isinstance(returns, type) else type_check.UNKNOWN
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_checkable(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_checkable(v) for k, v in value.items()}
+    return value
+
+
+def check_binding_types() -> None:
+    """Raises GinConfigError naming every bound parameter whose value cannot fit its type hint.
+
+    Runs after parsing, before any work; what cannot be checked is let through (type_check.py).
+    """
+    problems = []
+    for (scope, selector), params in gin.config._CONFIG.items():  # gin has no public iterator
+        configurable = gin.config._REGISTRY.get_match(selector)
+        if configurable is None or configurable.wrapped is gin.config.macro:
+            continue
+        hints = type_check.parameter_hints(configurable.wrapped)
+        for name, value in params.items():
+            if name not in hints:
+                continue
+            checkable = _as_checkable(value)
+            if type_check.fits(checkable, hints[name]) is False:
+                where = f"{scope}/{configurable.name}" if scope else configurable.name
+                shown = f"{value!r} (= {checkable!r})" if _is_macro(value) else repr(value)
+                problems.append(f"{where}.{name} = {shown}: expected "
+                                f"{type_check.describe(hints[name])}, got "
+                                f"{_kind(checkable)}")
+    if problems:
+        raise GinConfigError("wrongly typed gin binding(s): " + "; ".join(problems))
+
+
+def _is_macro(value: Any) -> bool:
+    return (isinstance(value, gin.config.ConfigurableReference)
+            and value.configurable.wrapped is gin.config.macro)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, type_check.InstanceOf):
+        return f"an instance of {value.cls.__name__}"
+    return type(value).__name__
+
+
 def _workdir() -> Path | None:
     try:
         value = gin.query_parameter("WORKDIR/macro.value")
@@ -149,12 +210,14 @@ def _workdir() -> Path | None:
 
 
 def run_job() -> Any:
-    """Writes the full config to WORKDIR/config.gin, runs the job, then writes the operative config."""
+    """Runs the job as its workdir's only run (irjax/workdir.py: lock, status.json, no stale
+    results): writes WORKDIR/config.gin, runs the job, then writes the operative config."""
     workdir = _workdir()
-    if workdir is not None:
+    if workdir is None:
+        return run()
+    with workdir_transaction(workdir):
         atomic_write_text(workdir / "config.gin", gin.config_str())
-    result = run()
-    if workdir is not None:
+        result = run()
         atomic_write_text(workdir / "operative_config.gin", gin.operative_config_str())
     return result
 

@@ -15,6 +15,8 @@ silently drops) anything unusual but valid. Decisions, applied the same way to e
   the latter judged relevant) and dropping them would break the qrels that name them.
 * A query with empty text is an error: it cannot be encoded or evaluated meaningfully.
 * Qrels scores must be integers; zero and negative grades are kept as given and counted.
+* Every id and text must be real text (`text.text_problem`): a JSON escape can produce a lone
+  UTF-16 surrogate or a NUL, which crash C code far downstream (pytrec_eval, tokenizers).
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from irjax.errors import UserError
+
+from irjax.data.text import text_problem
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 _BOM = b"\xef\xbb\xbf"
@@ -142,6 +146,9 @@ def _string(path: Path, number: int, obj: dict, key: str, default: str | None = 
         kind = _JSON_KIND.get(type(value), type(value).__name__)
         hint = f"; BEIR ids are strings, write \"_id\": \"{value}\"" if key == "_id" else ""
         raise _error(path, number, f"must be a JSON string, got {kind} {value!r}{hint}", key)
+    problem = text_problem(value)
+    if problem is not None:
+        raise _error(path, number, problem, key)
     return value
 
 
@@ -237,6 +244,8 @@ def _parse_qrels(path: Path) -> tuple[dict[str, dict[str, int]], Counter, dict[t
         for name, value in (("query-id", query_id), ("corpus-id", doc_id)):
             if not value or value != value.strip():
                 raise _error(path, number, f"{value!r} must be non-empty without surrounding whitespace", name)
+            if (problem := text_problem(value)) is not None:
+                raise _error(path, number, problem, name)
         if not _INTEGER.fullmatch(score):
             raise _error(path, number, f"score {score!r} is not an integer; relevance grades must be "
                          "whole numbers such as 0, 1, 2", "score")

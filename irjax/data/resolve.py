@@ -5,15 +5,24 @@ where that name lives. Order: (1) an existing directory path, (2) `data_dir` or 
 (3) the download cache (`cache_dir`, $IRJAX_CACHE_DIR or ~/.cache/irjax/datasets), (4) a download
 into that cache when `download=True`. Downloads are verified (sha256 when known) and land
 atomically, so an interrupted or corrupt fetch never leaves a folder that looks complete.
+
+No BEIR checksum is pinned (`BEIR_SHA256` is None for every dataset): BEIR publishes md5 sums
+only, and a sha256 can be pinned honestly only by someone who has downloaded the zip from the
+source, which the machines irjax was developed on could not do. Rather than invent values, an
+unverified download warns loudly (logger and `warnings`) with the sha256 it computed and writes
+it into the dataset folder as `irjax_download.json` (`{"url", "sha256", "verified": false, ...}`);
+compare it with a trusted copy, then pin it here or pass `sha256=...`.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -22,7 +31,7 @@ from pathlib import Path
 
 from irjax.data.collection import Collection, load_collection
 from irjax.errors import MissingFileError, UserError
-from irjax.files import atomic_directory
+from irjax.files import atomic_directory, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +39,11 @@ _BEIR_BASE = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets
 _BEIR_NAMES = ("arguana", "climate-fever", "cqadupstack", "dbpedia-entity", "fever", "fiqa", "hotpotqa",
                "msmarco", "nfcorpus", "nq", "quora", "scidocs", "scifact", "trec-covid", "webis-touche2020")
 BEIR_URLS: dict[str, str] = {name: f"{_BEIR_BASE}/{name}.zip" for name in _BEIR_NAMES}
-# BEIR publishes md5 sums only; a sha256 goes here once verified (None: download unverified, digest logged).
+# BEIR publishes md5 sums only; a sha256 goes here once verified against a trusted copy (None:
+# download unverified, digest warned about and recorded; see the module docstring). Never guess one.
 BEIR_SHA256: dict[str, str | None] = {name: None for name in _BEIR_NAMES}
 REQUIRED_FILES = ("corpus.jsonl", "queries.jsonl")
+DOWNLOAD_RECORD = "irjax_download.json"
 _CHUNK = 1 << 20
 
 
@@ -154,8 +165,12 @@ def _download(name: str, cache: Path, url: str | None, sha256: str | None) -> Pa
             raise DatasetDownloadError(f"sha256 mismatch for {url}: expected {expected}, got {actual}; "
                                        "the download was deleted. Retry, or check the checksum you passed.")
         if expected is None:
-            warnings.warn(f"downloaded {url} without a checksum to verify; its sha256 is {actual} "
-                          "(pass sha256=... to pin it)", stacklevel=3)
+            message = (f"UNVERIFIED DOWNLOAD: {url} has no pinned sha256, so its integrity was "
+                       f"not checked; its sha256 is {actual} (recorded in {cache / name}/"
+                       f"{DOWNLOAD_RECORD}). Compare it with a trusted copy, then pass sha256=... "
+                       "or pin it in irjax/data/resolve.py BEIR_SHA256")
+            logger.warning("%s", message)
+            warnings.warn(message, stacklevel=3)
         target = cache / name
         try:
             with atomic_directory(target) as staging:
@@ -165,6 +180,11 @@ def _download(name: str, cache: Path, url: str | None, sha256: str | None) -> Pa
                 for child in top.iterdir():
                     os.replace(child, staging / child.name)
                 shutil.rmtree(staging / ".unzipped")
+                if expected is None:
+                    atomic_write_text(staging / DOWNLOAD_RECORD, json.dumps({
+                        "url": url, "sha256": actual, "verified": False,
+                        "downloaded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                        indent=2) + "\n")
         except zipfile.BadZipFile as e:
             raise DatasetDownloadError(f"{url} is not a valid zip file ({e}); nothing was kept") from e
     finally:

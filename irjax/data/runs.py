@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from irjax.data.text import check_text
 from irjax.errors import InputFileError, MissingFileError
 from irjax.files import atomic_write_text
 
@@ -51,6 +52,7 @@ def _check_token(kind: str, value: str) -> None:
     if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
         raise ValueError(f"{kind} {value!r} cannot be written to a TREC file: it must be a non-empty "
                          "string without whitespace")
+    check_text(value, f"{kind} {value!r}")
 
 
 def format_trec_run(run: Mapping[str, Mapping[str, float]], tag: str = "irjax") -> str:
@@ -81,6 +83,8 @@ def _fields(path: Path, lineno: int, line: str, expected: int, layout: str) -> l
     if len(fields) != expected:
         raise InputFileError(f"{path}:{lineno}: expected {expected} whitespace-separated fields "
                              f"({layout}), found {len(fields)}: {line.rstrip()!r}")
+    for field in fields:
+        check_text(field, f"{path}:{lineno}: field {field!r}")
     return fields
 
 

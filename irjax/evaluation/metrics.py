@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import ir_measures
 
 from irjax.data.runs import Qrels, Run, rank_documents
+from irjax.data.text import text_problem
 from irjax.files import atomic_write_text
 
 DEFAULT_MEASURES: tuple[str, ...] = ("nDCG@10", "R@10", "R@100", "RR@10")
@@ -80,6 +81,9 @@ def _judged_qrels(qrels: Mapping[str, Mapping[str, int]]) -> Qrels:
             continue
         labels: dict[str, int] = {}
         for doc_id, relevance in docs.items():
+            for value in (qid, doc_id):
+                if isinstance(value, str) and (problem := text_problem(value)) is not None:
+                    raise ValueError(f"qrels: query {qid!r}, document {doc_id!r}: {problem}")
             if isinstance(relevance, bool):
                 raise ValueError(f"qrels: query {qid!r}, document {doc_id!r}: relevance {relevance!r} is a bool")
             try:
@@ -94,10 +98,17 @@ def _judged_qrels(qrels: Mapping[str, Mapping[str, int]]) -> Qrels:
 
 
 def _tie_free(run: Mapping[str, Mapping[str, float]], qids: set[str]) -> Run:
-    """The judged queries' rankings with scores n, n-1, ..., 1 in trec_eval order (see module doc)."""
+    """The judged queries' rankings with scores n, n-1, ..., 1 in trec_eval order (see module doc).
+
+    Queries come in sorted order, not in the order of a set: ir-measures sums per-query values
+    in the order it receives them, and a set's order follows PYTHONHASHSEED, which changed the
+    last digits of every mean from one process to the next."""
     canonical: Run = {}
-    for qid in qids & set(run):
+    for qid in sorted(qids.intersection(run)):
         ranked = rank_documents(run[qid])
+        for doc_id, _ in ranked:
+            if (problem := text_problem(doc_id)) is not None:  # pytrec_eval would crash on it
+                raise ValueError(f"run: query {qid!r}, document {doc_id!r}: {problem}")
         canonical[qid] = {doc_id: float(len(ranked) - i) for i, (doc_id, _) in enumerate(ranked)}
     return canonical
 

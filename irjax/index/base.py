@@ -1,6 +1,11 @@
 """The contract every nearest-neighbour backend honours, plus the on-disk manifest that lets a
 saved index prove it is complete, uncorrupted and built over the corpus the caller expects.
 
+The manifest proves integrity, not authenticity: its checksums show that the files are the ones
+recorded, but anyone who can write the folder can re-record them. Loaders therefore never let
+the manifest decide what is executed or where data is read from (scann_index.load_scann_searcher
+reads only the file names irjax's writer produces; nothing is unpickled).
+
 Backends implement `_build`, `_search`, `_save_data` and `_load_data`; validation, ids, atomic
 saving and load-time checks live here so every backend fails the same clear way on bad input.
 """

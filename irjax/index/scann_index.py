@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,12 @@ import scann
 from irjax.index.base import Index, IndexIntegrityError, register_index
 
 SCANN_DIR = "scann"
+# Every file ScaNN's serialize() writes for the searchers irjax builds (brute force, asymmetric
+# hashing, tree + hashing). Never scann_docids.pkl: irjax builds searchers without docids.
+SCANN_FILES = frozenset({"scann_assets.pbtxt", "scann_config.pb", "dataset.npy", "ah_codebook.pb",
+                         "hashed_dataset.npy", "serialized_partitioner.pb",
+                         "datapoint_to_token.npy"})
+_ASSET_PATH = re.compile(r'asset_path:\s*"([^"]*)"')
 MODES = ("auto", "tree", "ah", "brute_force")
 _MIN_POINTS_PER_LEAF = 50
 _MIN_POINTS_TO_SEARCH = 2048
@@ -104,6 +113,42 @@ def scann_builder(vectors: np.ndarray, plan: ScannPlan, dimensions_per_block: in
     return builder.score_ah(dimensions_per_block,
                             anisotropic_quantization_threshold=anisotropic_threshold,
                             training_sample_size=plan.training_sample_size)
+
+
+def load_scann_searcher(source: Path) -> Any:
+    """Loads a searcher saved by irjax, reading only files under the names irjax's writer produces.
+
+    An index manifest proves integrity (each file is the one the writer recorded), not
+    authenticity: whoever can write the index folder can also re-hash the manifest. So the
+    manifest never decides what ScaNN reads. `scann.load_searcher` would unpickle a
+    `scann_docids.pkl` (running whatever code it holds) and read any path scann_assets.pbtxt
+    names; here the folder may hold only SCANN_FILES as regular files, the asset paths must be
+    those names, and the searcher is loaded from a private folder holding the checked asset list
+    and links to exactly those files, so nothing placed in `source` later is read either.
+    """
+    entries = {p.name: p for p in source.iterdir()}
+    foreign = sorted(set(entries) - SCANN_FILES)
+    if foreign:
+        raise IndexIntegrityError(f"{source} holds {foreign}, which irjax's ScaNN writer never "
+                                  "produces; remove them (a .pkl would be unpickled) or rebuild")
+    odd = sorted(n for n, p in entries.items() if p.is_symlink() or not p.is_file())
+    if odd:
+        raise IndexIntegrityError(f"{source}: {odd} are not regular files; rebuild the index")
+    if "scann_assets.pbtxt" not in entries:
+        raise IndexIntegrityError(f"{source} has no scann_assets.pbtxt; rebuild the index")
+    assets = entries["scann_assets.pbtxt"].read_text(encoding="utf-8", errors="replace")
+    named = _ASSET_PATH.findall(assets)
+    bad = sorted({a for a in named if a not in entries or a == "scann_assets.pbtxt"})
+    if bad:
+        raise IndexIntegrityError(f"{source}/scann_assets.pbtxt names assets {bad} that are not "
+                                  "files irjax wrote into this folder; rebuild the index")
+    with tempfile.TemporaryDirectory(prefix="irjax_scann_") as private:
+        for name, path in entries.items():
+            if name != "scann_assets.pbtxt":
+                os.symlink(path.resolve(), os.path.join(private, name))
+        with open(os.path.join(private, "scann_assets.pbtxt"), "w", encoding="utf-8") as f:
+            f.write(assets)  # the text checked above, not whatever the file holds later
+        return scann.scann_ops_pybind.load_searcher(private)
 
 
 @register_index
@@ -203,8 +248,7 @@ class ScannIndex(Index):
         source = directory / SCANN_DIR
         listed = {name for name in manifest["files"] if name.startswith(f"{SCANN_DIR}/")}
         unlisted = [p.name for p in source.iterdir() if f"{SCANN_DIR}/{p.name}" not in listed]
-        if unlisted:
-            # load_searcher would unpickle a stray scann_docids.pkl, so nothing unverified may pass.
+        if unlisted:  # files the checksums do not cover (load_scann_searcher says why it matters)
             raise IndexIntegrityError(f"{source} holds files the manifest does not list: "
                                       f"{sorted(unlisted)}; remove them or rebuild the index")
         try:
@@ -214,7 +258,7 @@ class ScannIndex(Index):
         dataset = np.load(source / "dataset.npy", mmap_mode="r", allow_pickle=False)
         if dataset.ndim != 2:
             raise IndexIntegrityError(f"{source / 'dataset.npy'} is not a 2-D array")
-        self._searcher = scann.scann_ops_pybind.load_searcher(str(source))
+        self._searcher = load_scann_searcher(source)
         if self._searcher.size() != dataset.shape[0]:
             raise IndexIntegrityError(f"ScaNN searcher in {source} holds {self._searcher.size()} "
                                       f"points but its dataset.npy has {dataset.shape[0]}")

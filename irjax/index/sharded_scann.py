@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import scann
 
-from irjax.files import atomic_write_text
+from irjax.files import atomic_write_text, remove_orphan_temporaries, temporary_prefix
 from irjax.index.base import Index, IndexIntegrityError, register_index, validate_ids
 from irjax.index.quantization import quantize_int8
-from irjax.index.scann_index import plan_scann, scann_builder
+from irjax.index.scann_index import load_scann_searcher, plan_scann, scann_builder
 
 STORAGES = ("float32", "int8")
 _SHARDS = "shards.json"
@@ -93,7 +92,9 @@ class ShardedScannIndex(Index):
 
     def _build(self, vectors: np.ndarray) -> None:
         count, dim = int(vectors.shape[0]), int(vectors.shape[1])
-        self._dir = Path(tempfile.mkdtemp(prefix="irjax_sharded_scann_"))
+        remove_orphan_temporaries(tempfile.gettempdir(), name="irjax_sharded_scann")
+        self._dir = Path(tempfile.mkdtemp(prefix=temporary_prefix("irjax_sharded_scann"),
+                                          suffix=".tmp"))
         weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._searchers, self._plans, self._offsets = [], [], [0]
         with open(self._dir / _VECTORS, "wb") as out, \
@@ -191,7 +192,7 @@ class ShardedScannIndex(Index):
             shard = directory / f"shard_{i:05d}"
             if not shard.is_dir():
                 raise IndexIntegrityError(f"{shard} is missing; rebuild the index")
-            self._searchers.append(scann.scann_ops_pybind.load_searcher(str(shard)))
+            self._searchers.append(load_scann_searcher(shard))
         self._dir = directory
         self._open_vectors(count, dim)
         return count, dim

@@ -33,7 +33,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from irjax.files import atomic_directory, atomic_write_text, sha256_file
+from irjax.files import (atomic_directory, atomic_write_text, remove_orphan_temporaries,
+                         sha256_file, temporary_prefix)
 from irjax.index.base import (FORMAT_VERSION, MANIFEST_NAME, Index, IndexIntegrityError,
                               create_index, ids_checksum, load_index, read_manifest, verify_files)
 from irjax.index.quantization import quantize_int8
@@ -104,7 +105,10 @@ class TokenIndex:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         if kind not in ANN_KINDS:
             raise ValueError(f"kind must be one of {ANN_KINDS}, got {kind!r}")
-        directory = Path(tempfile.mkdtemp(prefix="irjax_tokens_", dir=workdir))
+        parent = workdir or tempfile.gettempdir()
+        remove_orphan_temporaries(parent, name="irjax_tokens")  # of runs killed mid-build
+        directory = Path(tempfile.mkdtemp(prefix=temporary_prefix("irjax_tokens"), suffix=".tmp",
+                                          dir=parent))
         owned = workdir is None
         try:
             doc_ids, dim, num_tokens = cls._write_chunks(chunks, directory, dtype)

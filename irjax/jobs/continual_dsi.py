@@ -55,6 +55,7 @@ from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
 from irjax.jobs.continual_report import write_report
 from irjax.parallel.processes import is_logging_process
+from irjax.jobs.choices import check_job_choices
 from irjax.jobs.summary import write_training_summary
 from irjax.jobs.train_dsi import (DSIData, docid_scheme_for, model_vocab_size,
                               read_pseudo_queries)
@@ -248,6 +249,7 @@ def continual_dsi(
     variants train that many steps). `memorization_sample` caps the probed documents per part
     (D0, D1; None: all).
     """
+    check_job_choices("continual_dsi", docid_scheme=docid_scheme, t5_preset=t5_preset)
     if data.indexing_to_retrieval_ratio <= 0:
         raise ConfigError("continual indexing needs indexing examples: indexing_to_retrieval_ratio "
                           f"must be > 0, got {data.indexing_to_retrieval_ratio}")

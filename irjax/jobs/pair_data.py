@@ -12,7 +12,8 @@ from typing import Any
 
 from irjax.data.collection import Collection
 from irjax.retrieval.hard_negatives import cached_hard_negatives
-from irjax.data.pipeline import DualEncoderBatches
+from irjax.choices import check_choice
+from irjax.data.pipeline import SAMPLERS, DualEncoderBatches
 from irjax.data.tas_sampler import cluster_queries
 from irjax.data.teacher_scores import read_teacher_scores
 from irjax.data.tokenization import WordPieceTokenizer
@@ -37,6 +38,9 @@ class DataConfig:
     sampler: str = "random"
     tas_clusters: int = 16
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("DataConfig.sampler", self.sampler, SAMPLERS)
 
 
 def training_batches(train: Collection, tokenizer: WordPieceTokenizer, data: DataConfig,

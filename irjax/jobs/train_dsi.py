@@ -35,6 +35,7 @@ from irjax.models.dual_encoder import TextEncoder
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
 from irjax.parallel.processes import is_logging_process
+from irjax.jobs.choices import check_job_choices
 from irjax.jobs.summary import write_comparison, write_training_summary
 from irjax.training.optimizer import OptimizerConfig
 from irjax.training.trainer import Trainer
@@ -134,6 +135,7 @@ def train_dsi(
     data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Trains DSI on `train_split` (indexing the whole corpus) and evaluates on `eval_split`."""
+    check_job_choices("train_dsi", docid_scheme=docid_scheme, t5_preset=t5_preset)
     workdir_path = Path(workdir)
     train = open_collection(dataset, train_split, data_dir)
     evaluation = open_collection(dataset, eval_split, data_dir)

@@ -22,6 +22,7 @@ from irjax.models.dual_encoder_training import DualEncoderModel
 from irjax.models.hf_import import load_bert_params
 from irjax.models.pretrained import load_checkpoint
 from irjax.parallel.partitioning import create_mesh
+from irjax.jobs.choices import check_job_choices
 from irjax.retrieval.dense import DenseRetriever, dual_encoder_retriever
 from irjax.training.optimizer import OptimizerConfig
 from irjax.training.trainer import Trainer
@@ -51,6 +52,7 @@ def train_dual_encoder(
     data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tunes a pretrained encoder (MiniLM by default) and evaluates it on `eval_split`."""
+    check_job_choices("train_dual_encoder", objective=objective, negatives=negatives)
     workdir_path = Path(workdir)
     checkpoint = load_checkpoint(pretrained)
     config = BertConfig.from_json(checkpoint.config_path)

@@ -24,6 +24,7 @@ from irjax.models.dual_encoder import TextEncoder
 from irjax.models.hf_import import load_bert_params
 from irjax.models.multi_vector import MultiVectorModel
 from irjax.models.pretrained import load_checkpoint
+from irjax.jobs.choices import check_job_choices
 from irjax.retrieval.dense import DenseRetriever
 from irjax.retrieval.multi_vector import MaxSimRetriever, punctuation_ids
 from irjax.training.optimizer import OptimizerConfig
@@ -67,6 +68,7 @@ def train_multi_vector(
     reported in WORKDIR/paths/study.{json,md} (`irjax.evaluation.multi_vector_study`);
     `study_options` are passed on to `study_multi_vector`. Rerunning on a finished workdir
     restores the last checkpoint and only evaluates."""
+    check_job_choices("train_multi_vector", objective=objective, eval_mode=eval_mode)
     workdir_path = Path(workdir)
     checkpoint = load_checkpoint(pretrained)
     config = BertConfig.from_json(checkpoint.config_path)

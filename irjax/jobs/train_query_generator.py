@@ -45,6 +45,7 @@ from irjax.files import atomic_write_text
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
 from irjax.parallel.processes import is_logging_process
+from irjax.jobs.choices import check_job_choices
 from irjax.jobs.summary import write_training_summary
 from irjax.training.optimizer import OptimizerConfig
 from irjax.training.trainer import Trainer
@@ -164,6 +165,7 @@ def train_query_generator(
 ) -> dict[str, Any]:
     """Trains document -> query T5 on `train_split`, samples queries for the whole corpus, and
     returns the training summary (also written to WORKDIR/training_summary.json)."""
+    check_job_choices("train_query_generator", t5_preset=t5_preset)
     workdir_path = Path(workdir)
     collection = open_collection(dataset, train_split, data_dir)
     tokenizer = SentencePieceTokenizer()

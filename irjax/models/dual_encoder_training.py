@@ -24,6 +24,7 @@ from irjax.models.bert import BertConfig, BertEncoder
 from irjax.models.dual_encoder import POOLING, l2_normalize
 
 OBJECTIVES = ("contrastive", "margin_mse", "contrastive+margin_mse")
+NEGATIVES = ("global", "local")
 _NEG_INF = -1e9
 
 
@@ -43,7 +44,7 @@ class DualEncoderModel:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.negatives not in ("global", "local"):
+        if self.negatives not in NEGATIVES:
             raise ValueError(f"negatives must be 'global' or 'local', got {self.negatives!r}")
         if self.pooling not in POOLING:
             raise ValueError(f"pooling must be one of {sorted(POOLING)}, got {self.pooling!r}")

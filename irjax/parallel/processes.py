@@ -38,6 +38,19 @@ def is_logging_process() -> bool:
     return jax.process_index() == 0
 
 
+def process_0_outcome(ok: bool) -> bool:
+    """Process 0's `ok`, on every process; a barrier, since the others wait for process 0 to
+    decide (e.g. whether it got the workdir lock). Every process must call it; only process 0's
+    argument counts. Without other processes it returns `ok` at once."""
+    if jax.process_count() == 1:
+        return ok
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flag = np.int32(1 if ok else 0)
+    return bool(multihost_utils.broadcast_one_to_all(flag))
+
+
 def barrier(name: str) -> None:
     """Waits until every process reaches the barrier `name` (nothing to wait for alone)."""
     if jax.process_count() > 1:

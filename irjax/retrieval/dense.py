@@ -14,9 +14,10 @@ import numpy as np
 
 from irjax.data.collection import Collection
 from irjax.data.runs import Run
+from irjax.choices import check_choice
 from irjax.data.tokenization import WordPieceTokenizer
 from irjax.files import cache_root
-from irjax.index.base import index_class
+from irjax.index.base import available_kinds, create_index
 from irjax.index.embedding_cache import cache_key
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.dual_encoder_training import DualEncoderModel
@@ -60,9 +61,13 @@ class DenseRetriever:
         embeddings: str | None = None,
         index_parts: int = 1,
     ):
-        index_class(index)  # an unknown kind fails now, before the corpus is encoded
-        if dtype not in DTYPES:
-            raise ValueError(f"DenseRetriever.dtype must be one of {DTYPES}, got {dtype!r}")
+        check_choice("DenseRetriever.index", index, available_kinds())
+        try:  # constructing an unbuilt index is cheap and checks its options now, not later
+            create_index(index, **(index_options or {}))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"DenseRetriever.index_options={index_options!r} for a {index!r} "
+                             f"index: {e}") from e
+        check_choice("DenseRetriever.dtype", dtype, DTYPES)
         if shard_size < 1:
             raise ValueError(f"DenseRetriever.shard_size must be >= 1, got {shard_size}")
         self.encoder = encoder

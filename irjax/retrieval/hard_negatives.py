@@ -26,7 +26,7 @@ from irjax.data.collection import Collection
 from irjax.retrieval.bm25 import BM25Retriever
 from irjax.data.runs import rank_documents
 from irjax.errors import InputFileError
-from irjax.files import atomic_write_text
+from irjax.files import atomic_write_text, quarantine, remove_orphan_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +153,28 @@ def load_hard_negatives(path: str | os.PathLike, collection: Collection) -> Hard
 
 def cached_hard_negatives(collection: Collection, cache_dir: str | os.PathLike, depth: int = 100,
                           skip: int = 0, k1: float = 0.9, b: float = 0.4) -> HardNegatives:
-    """Loads the cached negatives for these inputs and parameters, mining and saving them if absent."""
+    """Loads the cached negatives for these inputs and parameters, mining and saving them if absent.
+
+    The cache repairs itself: a file that fails to load (damaged, truncated, edited) is moved aside
+    as `<name>.corrupt-<time>` with a warning naming it and the problem, and mined again; mining
+    is deterministic, so nothing is lost. Temporary files of killed writers are deleted.
+    """
     _check_params(depth, skip)
     key = cache_key(collection, depth, skip, k1, b)
     path = Path(cache_dir) / f"hard_negatives-{collection.name}-{collection.split}-{key[:16]}.jsonl"
+    remove_orphan_temporaries(path.parent)
     if path.exists():
         log.info("loading cached hard negatives from %s", path)
-        return load_hard_negatives(path, collection)
+        try:
+            loaded = load_hard_negatives(path, collection)
+            missing = [qid for qid in collection.eval_queries() if qid not in loaded]
+            if missing:  # the miner writes a line for every judged query
+                raise ValueError(f"{len(missing)} judged queries have no line (e.g. {missing[:3]})")
+            return loaded
+        except (OSError, ValueError) as e:
+            moved = quarantine(path)
+            log.warning("hard-negative cache %s is damaged (%s); moved it to %s and mining again",
+                        path, e, moved.name)
     negatives = mine_hard_negatives(collection, depth, skip, k1, b)
     save_hard_negatives(negatives, path)
     return negatives

@@ -5,12 +5,14 @@ scripts and tests (one flushed JSON object per write, so a killed run loses at m
 being written), the console for whoever watches the job. Other processes hold the same
 values (metrics are replicated), so they write nothing rather than duplicates.
 
-After a resume, steps between the last checkpoint and the kill are trained and logged again;
-readers of metrics.jsonl should keep the last record of each step.
+After a resume, steps between the last checkpoint and the kill are trained and logged again.
+The trainer calls `discard_after(resumed step)` first, so metrics.jsonl holds each step once (and
+TensorBoard is told to purge the replayed steps); a line cut short by a kill is dropped too.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -18,7 +20,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from irjax.files import atomic_write_text
 from irjax.parallel.processes import is_logging_process
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -40,6 +45,15 @@ def _console_line(step: int, scalars: Mapping[str, float]) -> str:
 def _tqdm_write(line: str) -> None:
     from tqdm import tqdm
     tqdm.write(line)
+
+
+def _step_of(line: str) -> int | None:
+    """The step of one metrics.jsonl line; None for a line that is not a complete record."""
+    try:
+        record = json.loads(line)
+        return int(record["step"]) if line.endswith("\n") else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class MetricsWriter:
@@ -85,6 +99,26 @@ class MetricsWriter:
             self._tb.add_scalar(name, value, global_step=int(step))
         if self._console is not None:
             self._console(_console_line(int(step), values))
+
+    def discard_after(self, step: int) -> int:
+        """Drops the records of steps after `step` (a resumed run replays them) and any line a
+        kill cut short; returns how many lines were dropped."""
+        if not self.enabled or self._closed:
+            return 0
+        self._jsonl.close()
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+        dropped = len(lines) - len(kept)
+        if dropped:
+            atomic_write_text(self.metrics_path, "".join(kept))
+            log.info("%s: dropped %d record(s) after step %d, which this run trains again",
+                     self.metrics_path, dropped, step)
+            from tensorboardX import SummaryWriter
+            self._tb.close()  # TensorBoard drops events from step+1 on when it reads the new file
+            self._tb = SummaryWriter(str(self.workdir / TENSORBOARD_DIR), flush_secs=30,
+                                     purge_step=step + 1)
+        self._jsonl = open(self.metrics_path, "a", encoding="utf-8")
+        return dropped
 
     def flush(self) -> None:
         if self.enabled and not self._closed:

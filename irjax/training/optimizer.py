@@ -15,13 +15,14 @@ offset; only weight matrices and embeddings (arrays with ndim >= 2 that are not 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
 import optax
 
 Decay = Literal["cosine", "linear", "constant"]
+DECAYS: tuple[str, ...] = get_args(Decay)
 NO_DECAY_NAMES = frozenset({"bias", "scale"})
 
 

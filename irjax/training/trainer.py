@@ -294,6 +294,7 @@ class Trainer:
                 raise ValueError(f"checkpoint step {start} holds a state at step "
                                  f"{int(jax.device_get(state.step))}; the workdir is inconsistent")
             self._restore_iterator(data_iterator, extra)
+            writer.discard_after(start)  # the steps after `start` are trained (and logged) again
             log.info("training steps %d..%d from %s", start + 1, num_steps, source)
             train_step = self.make_train_step(shardings)
             bar = tqdm(total=num_steps, initial=start, unit="step", dynamic_ncols=True,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -109,11 +110,15 @@ def test_download_with_wrong_sha256_leaves_nothing(tmp_path: Path) -> None:
     assert list(cache.iterdir()) == []
 
 
-def test_download_without_checksum_warns_with_digest(tmp_path: Path) -> None:
+def test_download_without_checksum_warns_with_digest_and_records_it(tmp_path: Path, caplog) -> None:
     url, digest = make_zip(tmp_path / "flat.zip", top=None)  # files at the zip's top level
-    with pytest.warns(UserWarning, match=digest):
+    with pytest.warns(UserWarning, match=f"UNVERIFIED DOWNLOAD: .*{digest}"):
         path = resolve_dataset("flat", cache_dir=str(tmp_path / "cache"), download=True, url=url)
     assert (path / "qrels" / "test.tsv").is_file()
+    assert "UNVERIFIED DOWNLOAD" in caplog.text  # in the log too, not only as a Python warning
+    record = json.loads((path / resolve.DOWNLOAD_RECORD).read_text())
+    assert record["sha256"] == digest and record["url"] == url and record["verified"] is False
+    assert set(resolve.BEIR_SHA256.values()) == {None}  # none pinned without a trusted download
 
 
 def test_download_errors_leave_nothing(tmp_path: Path) -> None:

@@ -166,3 +166,31 @@ def test_load_per_query_names_bad_line(tmp_path: Path) -> None:
     path.write_text('{"query_id": "q1", "nDCG@10": 0.5}\n{"nDCG@10": 0.1}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: not a per-query score line"):
         load_per_query(path)
+
+
+def test_results_do_not_depend_on_pythonhashseed(shared_data, tmp_path):
+    """The same evaluation in two processes with different string hashing gives identical files.
+
+    Before, queries reached ir-measures in set order, so R@10 on NFCorpus dev came out as
+    0.12524418792377412 or ...7741 depending on the seed (float sums in another order)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    outputs = []
+    for seed in ("1", "2"):
+        workdir = tmp_path / f"seed{seed}"
+        env = dict(os.environ, PYTHONHASHSEED=seed, JAX_PLATFORMS="cpu", IRJAX_DATA_DIR=str(shared_data),
+                   PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.run([sys.executable, "-m", "irjax.main", "--gin_file=gin/eval/bm25.gin",
+                               "--gin.DATA_DIR='nfcorpus'", "--gin.SPLIT='dev'",
+                               f"--gin.WORKDIR='{workdir}'"],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        metrics = json.loads((workdir / "metrics.json").read_text())
+        del metrics["seconds"], metrics["timings"]  # wall-clock times, not results
+        outputs.append((json.dumps(metrics, indent=2), (workdir / "run.trec").read_bytes(),
+                        (workdir / "per_query.jsonl").read_bytes()))
+    assert outputs[0] == outputs[1]

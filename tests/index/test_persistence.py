@@ -187,6 +187,46 @@ def test_stray_file_in_scann_directory_is_refused(tmp_path):
         ScannIndex.load(directory)
 
 
+class _Payload:
+    """Unpickling this creates the file named in its argument: proof that a pickle was loaded."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _rehash(directory: Path, name: str) -> None:
+    """What anyone who can write the index folder can do: list a file with its true checksum."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    path = directory / name
+    manifest["files"][name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("kind, folder", [("scann", "scann"), ("scann_sharded", "shard_00000")])
+def test_a_rehashed_manifest_cannot_make_scann_unpickle_a_file(tmp_path, kind, folder):
+    import pickle
+    directory = _saved(tmp_path, kind)
+    marker = tmp_path / "code-ran"
+    (directory / folder / "scann_docids.pkl").write_bytes(pickle.dumps(_Payload(str(marker))))
+    _rehash(directory, f"{folder}/scann_docids.pkl")  # integrity checks now pass
+    with pytest.raises(IndexIntegrityError, match=r"\['scann_docids\.pkl'\], which irjax's "
+                       "ScaNN writer never produces"):
+        load_index(directory)
+    assert not marker.exists()
+
+
+def test_scann_assets_may_only_name_the_writers_files(tmp_path):
+    directory = _saved(tmp_path, "scann")
+    assets = directory / "scann" / "scann_assets.pbtxt"
+    assets.write_text(assets.read_text().replace('"dataset.npy"', '"../../elsewhere.npy"'))
+    _rehash(directory, "scann/scann_assets.pbtxt")
+    with pytest.raises(IndexIntegrityError, match=r"names assets \['\.\./\.\./elsewhere\.npy'\]"):
+        load_index(directory)
+
+
 def test_save_replaces_old_index_and_failed_save_keeps_it(tmp_path, monkeypatch):
     vectors, queries, ids = _corpus()
     directory = tmp_path / "ix"

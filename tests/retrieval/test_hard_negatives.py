@@ -102,3 +102,22 @@ def test_scifact_train_mines_all_809_queries_quickly(shared_data, tmp_path):
     assert sum(map(len, negatives.values())) > 809 * 90  # nearly full lists: judged ones removed
     path = next(tmp_path.glob("*.jsonl"))
     assert hn.load_hard_negatives(path, collection) == negatives
+
+
+@pytest.mark.parametrize("damage", [
+    lambda text: "",  # zero bytes
+    lambda text: text[:len(text) // 2],  # truncated mid-line
+    lambda text: text.splitlines(keepends=True)[0],  # truncated at a line end: queries missing
+    lambda text: "\x00\x01 not json\n",
+])
+def test_damaged_cache_is_moved_aside_and_mined_again(tmp_path, caplog, damage):
+    collection = toy_collection()
+    first = hn.cached_hard_negatives(collection, tmp_path, depth=5)
+    [path] = tmp_path.glob("hard_negatives-*.jsonl")
+    path.write_text(damage(path.read_text()))
+    with caplog.at_level("WARNING"):
+        again = hn.cached_hard_negatives(collection, tmp_path, depth=5)
+    assert again == first
+    [corrupt] = tmp_path.glob("hard_negatives-*.jsonl.corrupt-*")
+    assert f"{path} is damaged" in caplog.text and corrupt.name in caplog.text
+    assert hn.load_hard_negatives(path, collection) == first  # rewritten whole

@@ -3,7 +3,6 @@ exhaustive `MaxSimRetriever` on a tiny collection with a randomly initialised to
 import json
 
 import jax
-import numpy as np
 import pytest
 
 from irjax.data.collection import load_collection

@@ -178,6 +178,19 @@ def test_metrics_writer_sinks_and_other_processes(tmp_path):
             writer.write_scalars(1, {"v": np.ones(2)})
 
 
+def test_metrics_writer_drops_replayed_steps_and_a_line_cut_by_a_kill(tmp_path):
+    with MetricsWriter(tmp_path, console=None) as writer:
+        for step in range(1, 6):
+            writer.write_scalars(step, {"loss": float(step)})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"loss": 6.0, "st')  # the kill landed mid-line
+    with MetricsWriter(tmp_path, console=None) as writer:
+        assert writer.discard_after(3) == 3  # steps 4, 5 and the cut line
+        writer.write_scalars(4, {"loss": 40.0})
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records == [{"step": s, "loss": float(s)} for s in (1, 2, 3)] + [{"step": 4, "loss": 40.0}]
+
+
 def test_iterator_states_round_trip_through_json():
     state = {"pos": np.int64(3), "blob": b"\x00\xffgrain", "rows": np.arange(3), "nested": [(1, 2)]}
     back = _from_json(json.loads(json.dumps(_jsonable(state))))
@@ -326,3 +339,5 @@ def test_kill_9_three_times_and_a_corrupt_checkpoint_resume_exactly(tmp_path):
     assert sorted(map(int, final["losses"])) == list(range(1, 21))
     assert max_diff(final["losses"], straight["losses"]) < 1e-6
     assert {str(k): v for k, v in read_losses(workdir).items()} == final["losses"]
+    logged = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 21))  # replayed steps replace the killed runs' records

@@ -28,11 +28,11 @@ class ToyBatches:
     its `process_shard` of every global batch. The state is three ints, like a grain position."""
 
     def __init__(self, seed: int = 0, nan_at: int | None = None, announce: bool = False,
-                 process_index: int = 0, process_count: int = 1) -> None:
+                 process_index: int = 0, process_count: int = 1, delay_s: float = 0.0) -> None:
         rng = np.random.default_rng(1234)
         self.x = rng.normal(size=(NUM_EXAMPLES, DIM)).astype(np.float32)
         self.y = np.tanh(self.x @ np.array([0.5, -1.0, 0.25, 0.75], np.float32))[:, None]
-        self.seed, self.nan_at, self.announce = seed, nan_at, announce
+        self.seed, self.nan_at, self.announce, self.delay_s = seed, nan_at, announce, delay_s
         self.epoch, self.position, self.served = 0, 0, 0
         from irjax.parallel.processes import process_shard
         self.rows = process_shard(GLOBAL_BATCH, process_index, process_count)
@@ -62,6 +62,9 @@ class ToyBatches:
             x[0, 0] = np.nan
         if self.announce:
             print(f"batch {self.served}", flush=True)
+        if self.delay_s:
+            import time
+            time.sleep(self.delay_s)
         return {"x": x, "y": self.y[chosen]}
 
     def example(self) -> dict[str, np.ndarray]:
@@ -137,7 +140,8 @@ def run(args: argparse.Namespace, workdir: Path, mesh=None) -> dict[str, Any]:
     from irjax.training.trainer_config import TrainerConfig
 
     data = ToyBatches(nan_at=args.nan_at, announce=args.announce,
-                      process_index=jax.process_index(), process_count=jax.process_count())
+                      process_index=jax.process_index(), process_count=jax.process_count(),
+                      delay_s=args.batch_delay)
     optimizer = OptimizerConfig(learning_rate=0.05, warmup_steps=min(2, args.steps),
                                 weight_decay=0.01)
     config = TrainerConfig(num_steps=args.steps, mesh_shape=(args.data, args.model), seed=3,
@@ -165,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync", action="store_true", help="synchronous checkpoint saves")
     parser.add_argument("--nan_at", type=int, default=None)
     parser.add_argument("--announce", action="store_true")
+    parser.add_argument("--batch_delay", type=float, default=0.0, help="seconds per batch")
+    parser.add_argument("--lock", action="store_true",
+                        help="run under irjax.workdir.workdir_transaction (lock + status.json)")
     parser.add_argument("--reference", action="store_true",
                         help="also train on a 1-device mesh (in WORKDIR/reference) in this process")
     args = parser.parse_args(argv)
@@ -178,10 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     from irjax.parallel.partitioning import create_mesh
     from irjax.parallel.processes import is_logging_process
 
-    result = {"sharded": run(args, args.workdir)}
-    if args.reference:
-        one = create_mesh(1, 1, devices=jax.devices()[:1])
-        result["reference"] = run(args, args.workdir / "reference", mesh=one)
+    import contextlib
+    from irjax.workdir import workdir_transaction
+    with workdir_transaction(args.workdir) if args.lock else contextlib.nullcontext():
+        result = {"sharded": run(args, args.workdir)}
+        if args.reference:
+            one = create_mesh(1, 1, devices=jax.devices()[:1])
+            result["reference"] = run(args, args.workdir / "reference", mesh=one)
     if is_logging_process():
         print("RESULT " + json.dumps(result), flush=True)
     return 0
