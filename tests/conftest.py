@@ -25,3 +25,15 @@ def shared_data() -> Path:
     if not (path / "scifact" / "corpus.jsonl").exists():
         pytest.skip(f"real collections not found under {path}; set IRJAX_DATA_DIR")
     return path
+
+
+@pytest.fixture
+def clean_gin():
+    """An empty gin config for the test and none left behind: bindings are process-global, so a
+    config parsed by one test would otherwise leak into the next. Modules that parse configs use
+    it for every test with `pytestmark = pytest.mark.usefixtures("clean_gin")`."""
+    import gin
+
+    gin.clear_config()
+    yield
+    gin.clear_config()

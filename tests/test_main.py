@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gin
 import pytest
 
 from irjax import gin_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -36,13 +37,6 @@ def write_tiny_collection(root: Path) -> Path:
     (path / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     (path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\n")
     return path
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def test_rewrite_gin_args():

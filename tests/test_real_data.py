@@ -13,11 +13,7 @@ SUBSET_QUERIES = 100
 SUBSET_DISTRACTORS = 400
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def run_config(gin_file: str, **macros: str) -> dict:

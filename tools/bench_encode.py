@@ -1,6 +1,7 @@
 """Encoding throughput of irjax's TextEncoder versus sentence-transformers on PyTorch CPU.
 
     .venv/bin/python tools/bench_encode.py [--docs 512] [--threads 2] [--batch-size 64]
+        [--max-length 256] [--repeats 3] [--jax-only] [--json OUT.json]
 
 The irjax side runs in this process (the project's .venv); the PyTorch side runs in a worker
 subprocess under .venv-ref (see tools/make_reference_vectors.py --setup), so neither environment
@@ -16,6 +17,9 @@ strings to normalised vectors (tokenization included), compiles excluded by a wa
 Throughput counts real (non-padding) tokens. Model FLOPs are ~2 x matmul params per token plus
 attention (QK^T and PV over each text's own length); they are reported as a fraction of this
 machine's float32 matmul peak, measured in the same run with a large jitted jnp.dot.
+
+--jax-only times irjax alone (no .venv-ref needed, as in CI; tests/tools/test_bench_smoke.py runs
+it on a few documents): the same numbers without the sentence-transformers column and ratio.
 """
 from __future__ import annotations
 
@@ -28,8 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (ROOT, TorchWorker, load_sentence_transformer, pin_threads,  # noqa: E402
-                          serve, timed)
+from bench_common import (REF_PYTHON, REF_SETUP_HINT, ROOT, TorchWorker,  # noqa: E402
+                          load_sentence_transformer, pin_threads, serve, timed)
 
 
 def load_texts(n: int) -> list[str]:
@@ -95,15 +99,25 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per framework")
     parser.add_argument("--matmul-n", type=int, default=2048)
+    parser.add_argument("--jax-only", action="store_true", help="skip the sentence-transformers side")
+    parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_worker:
         return torch_worker(args)
+    if args.repeats < 1:
+        sys.exit("--repeats must be >= 1")
+    if not args.jax_only and not REF_PYTHON.exists():
+        sys.exit(f"{REF_PYTHON} not found ({REF_SETUP_HINT}), "
+                 "or pass --jax-only to time irjax alone")
 
     pin_threads(args.threads)
-    worker = TorchWorker(__file__, [  # started before jax so the two never compete during timing
-        "--docs", str(args.docs), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-        "--max-length", str(args.max_length), "--matmul-n", str(args.matmul_n)])
+    worker = None
+    if not args.jax_only:  # started before jax so the two never compete during timing
+        worker = TorchWorker(__file__, [
+            "--docs", str(args.docs), "--threads", str(args.threads),
+            "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+            "--matmul-n", str(args.matmul_n)])
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -128,14 +142,18 @@ def main() -> None:
     print(f"{len(texts)} SciFact docs, {tokens} real tokens (mean {lengths.mean():.0f}, "
           f"{int((lengths == args.max_length).sum())} truncated at {args.max_length}), "
           f"batch {args.batch_size}, {args.threads} threads; {jax.devices()[0].platform}, "
-          f"jax {jax.__version__}, torch {worker.info['torch']} ({worker.info['threads']} threads)")
+          f"jax {jax.__version__}"
+          + (f", torch {worker.info['torch']} ({worker.info['threads']} threads)" if worker else
+             " (--jax-only: no sentence-transformers)"))
     print(f"irjax buckets: {len(buckets)} batches, {stats['shapes']} shapes, padding efficiency "
           f"{stats['efficiency']:.3f}, micro-batch {encoder.micro_batch_tokens} tokens")
 
     start = time.perf_counter()
     reference = encoder.encode(texts)  # compiles every bucket shape
-    print(f"irjax warm-up (compiles included): {time.perf_counter() - start:.1f} s")
-    worker.ask("encode")  # warm-up
+    warmup_s = time.perf_counter() - start
+    print(f"irjax warm-up (compiles included): {warmup_s:.1f} s")
+    if worker:
+        worker.ask("encode")  # warm-up
 
     # The matmul peak is sampled every round too and the best sample kept: other processes on
     # a shared machine can only make a sample slower, never faster.
@@ -146,17 +164,19 @@ def main() -> None:
     peak_samples = []
     st_times, jx_times = [], []
     for _ in range(args.repeats):
-        st_times.append(worker.ask("encode")["seconds"])
+        if worker:
+            st_times.append(worker.ask("encode")["seconds"])
         start = time.perf_counter()
         encoder.encode(texts)
         jx_times.append(time.perf_counter() - start)
         peak_samples.append(timed(lambda: dot(a, a).block_until_ready(), 5, best=True))
-    st, jx = statistics.median(st_times), statistics.median(jx_times)
+    jx = statistics.median(jx_times)
+    st = statistics.median(st_times) if worker else None
     peak_samples.append(timed(lambda: dot(a, a).block_until_ready(), 10, best=True))
     peak_jax = 2 * n**3 / min(peak_samples) / 1e9
     an = np.asarray(a)
     peak_np = 2 * n**3 / timed(lambda: an @ an, 10, best=True) / 1e9
-    peak_torch = 2 * n**3 / worker.ask("matmul")["seconds"] / 1e9
+    peak_torch = 2 * n**3 / worker.ask("matmul")["seconds"] / 1e9 if worker else None
 
     # Where the time goes: host tokenization vs device forward, and the effect of slicing.
     tok_time = timed(lambda: encoder.tokenizer.tokenize(texts, args.max_length), 3)
@@ -173,31 +193,61 @@ def main() -> None:
                            micro_batch_tokens=None)
     forward(unsliced.forward)  # compile
     unsliced_time = timed(lambda: forward(unsliced.forward), 1)
-    st_parts = worker.ask("breakdown")
-    worker.close()
+    st_parts = None
+    if worker:
+        st_parts = worker.ask("breakdown")
+        worker.close()
     check = np.abs(encoder.encode(texts[:8]) - reference[:8]).max()
 
-    print(f"\nmedians of {args.repeats} interleaved rounds (each: {len(texts)} docs end to end)")
-    print(f"  sentence-transformers {st:7.2f} s  {tokens / st:8.0f} tokens/s   rounds {_fmt(st_times)}")
+    rounds = "interleaved rounds" if worker else "rounds"
+    print(f"\nmedians of {args.repeats} {rounds} (each: {len(texts)} docs end to end)")
+    if worker:
+        print(f"  sentence-transformers {st:7.2f} s  {tokens / st:8.0f} tokens/s   rounds {_fmt(st_times)}")
     print(f"  irjax                 {jx:7.2f} s  {tokens / jx:8.0f} tokens/s   rounds {_fmt(jx_times)}")
-    ratios = [s / j for s, j in zip(st_times, jx_times)]
-    print(f"  ratio irjax / sentence-transformers: {st / jx:.2f}x (ratio of medians); "
-          f"per round {_fmt(ratios)}, median {statistics.median(ratios):.2f}x")
-    print(f"\nfloat32 matmul peak ({n}x{n}, best sample of the run): jnp.dot {peak_jax:.0f} GFLOP/s, numpy {peak_np:.0f}, "
-          f"torch {peak_torch:.0f}")
+    if worker:
+        ratios = [s / j for s, j in zip(st_times, jx_times)]
+        print(f"  ratio irjax / sentence-transformers: {st / jx:.2f}x (ratio of medians); "
+              f"per round {_fmt(ratios)}, median {statistics.median(ratios):.2f}x")
+    print(f"\nfloat32 matmul peak ({n}x{n}, best sample of the run): jnp.dot {peak_jax:.0f} GFLOP/s, numpy {peak_np:.0f}"
+          + (f", torch {peak_torch:.0f}" if worker else ""))
     print(f"model FLOPs on real tokens: {useful_flops / 1e12:.2f} TFLOP "
           f"(irjax executes {executed_flops / 1e12:.2f} with bucket padding)")
     for name, t in (("irjax", jx), ("sentence-transformers", st)):
-        print(f"  {name:22s} {useful_flops / t / 1e9:6.0f} GFLOP/s = "
-              f"{useful_flops / t / 1e9 / peak_jax:.0%} of the jnp.dot peak")
+        if t is not None:
+            print(f"  {name:22s} {useful_flops / t / 1e9:6.0f} GFLOP/s = "
+                  f"{useful_flops / t / 1e9 / peak_jax:.0%} of the jnp.dot peak")
     print("\nwhere the time goes")
     print(f"  irjax: tokenize {tok_time:.2f} s, forward {fwd_time:.2f} s "
           f"({executed_flops / fwd_time / 1e9:.0f} GFLOP/s executed); same forward without "
           f"micro-batch slicing {unsliced_time:.2f} s ({unsliced_time / fwd_time:.1f}x slower)")
-    print(f"  sentence-transformers: tokenize {st_parts['tokenize']:.2f} s, forward "
-          f"{st_parts['forward']:.2f} s, padded tokens {st_parts['padded_tokens']} vs irjax "
-          f"{stats['padded_tokens']} (real {tokens})")
+    if worker:
+        print(f"  sentence-transformers: tokenize {st_parts['tokenize']:.2f} s, forward "
+              f"{st_parts['forward']:.2f} s, padded tokens {st_parts['padded_tokens']} vs irjax "
+              f"{stats['padded_tokens']} (real {tokens})")
     print(f"  irjax re-encode max |diff| {check:.1e}")
+
+    if args.json:
+        result = {
+            "settings": {k: v for k, v in vars(args).items() if k not in ("torch_worker", "json")},
+            "docs": len(texts), "tokens": tokens, "platform": jax.devices()[0].platform,
+            "jax": jax.__version__,
+            "padding": {"batches": len(buckets), "shapes": stats["shapes"],
+                        "efficiency": stats["efficiency"], "padded_tokens": stats["padded_tokens"]},
+            "flops": {"useful": useful_flops, "executed": executed_flops},
+            "peak_gflops": {"jnp_dot_float32": peak_jax, "numpy_float32": peak_np,
+                            "torch_mm_float32": peak_torch},
+            "irjax": {"seconds_median": jx, "tokens_per_s": tokens / jx, "rounds_s": jx_times,
+                      "warmup_s": warmup_s, "gflops": useful_flops / jx / 1e9,
+                      "fraction_of_peak": useful_flops / jx / 1e9 / peak_jax,
+                      "tokenize_s": tok_time, "forward_s": fwd_time,
+                      "forward_unsliced_s": unsliced_time, "reencode_max_abs_diff": float(check)},
+        }
+        if worker:
+            result["sentence_transformers"] = {
+                "seconds_median": st, "tokens_per_s": tokens / st, "rounds_s": st_times,
+                "gflops": useful_flops / st / 1e9, **st_parts}
+            result["ratio_irjax_over_sentence_transformers"] = st / jx
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _fmt(values: list[float]) -> str:

@@ -5,7 +5,7 @@ import pytest
 from irjax.data.collection import load_collection
 from irjax.data.query_generation_examples import heldout_queries, query_generation_examples
 from irjax.data.tokenization import SentencePieceTokenizer
-from tests.jobs.test_train_dual_encoder import DOCS, TRAIN, write_collection
+from tests.helpers.tiny_collection import DOCS, TRAIN, write_collection
 
 
 @pytest.fixture(scope="module")

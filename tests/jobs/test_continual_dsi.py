@@ -15,7 +15,7 @@ from irjax.errors import ConfigError, InputFileError, MissingFileError
 from irjax.evaluation.memorization import hits_at
 from irjax.jobs.continual_dsi import continual_dsi, replay_memory
 from irjax.jobs.continual_report import markdown_table, write_plot
-from tests.jobs.test_train_dual_encoder import DOCS, TRAIN, write_collection
+from tests.helpers.tiny_collection import DOCS, TRAIN, write_collection
 
 PSEUDO = {  # hand-written "generated" queries, for every document; only D0's may be replayed
     "d1": ["big cat of the americas", "jaguar habitat"],
@@ -36,11 +36,7 @@ TINY = ["continual_dsi.t5_preset = 'tiny'", "continual_dsi.t5_overrides = {'drop
         "TrainerConfig.log_every = 50"]
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def write_pseudo_queries(path):

@@ -6,21 +6,9 @@ import gin
 import pytest
 
 from irjax import gin_config
-from tests.jobs.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collection
+from tests.helpers.tiny_collection import DOCS, DSI_TINY, TEST, TRAIN, write_collection
 
-TINY = ["train_dsi.t5_preset = 'tiny'", "train_dsi.t5_overrides = {'dropout_rate': 0.0}",
-        "DSIData.global_batch_size = 4", "DSIData.inputs_max_length = 24",
-        "TrainerConfig.checkpoint_every = 100", "TrainerConfig.log_every = 50", "train_dsi.beam_size = 4",
-        "train_dsi.eval_batch_size = 2", "train_dsi.dense_baseline = False",
-        "train_dsi.reference_metrics = []", "OptimizerConfig.learning_rate = 1e-2",
-        "OptimizerConfig.warmup_fraction = 0.0"]
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 @pytest.mark.parametrize("docids", ["atomic", "naive_string"])
@@ -29,7 +17,7 @@ def test_dsi_config_trains_and_answers_training_queries(tmp_path, docids):
     workdir = tmp_path / "work"
     # Evaluate on the *train* split: a model that learned its examples ranks their docid first.
     bindings = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", f"DOCIDS='{docids}'",
-                "SPLIT='train'", "TrainerConfig.num_steps = 200", *TINY]
+                "SPLIT='train'", "TrainerConfig.num_steps = 200", *DSI_TINY]
     gin_config.parse(["gin/train/dsi_mini_scifact.gin"], bindings)
     gin_config.run_job()
     metrics = json.loads((workdir / "metrics.json").read_text())
@@ -58,7 +46,7 @@ def test_dsi_config_trains_and_answers_training_queries(tmp_path, docids):
 def test_dsi_refuses_a_workdir_with_other_docids(tmp_path):
     data = write_collection(tmp_path / "tiny")
     workdir = tmp_path / "work"
-    base = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "TrainerConfig.num_steps = 1", *TINY]
+    base = [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", "TrainerConfig.num_steps = 1", *DSI_TINY]
     gin_config.parse(["gin/train/dsi_mini_scifact.gin"], base + ["DOCIDS='atomic'"])
     gin_config.run_job()
     gin.clear_config()
@@ -88,7 +76,7 @@ def test_best_dsi_config_trains_on_pseudo_queries(tmp_path):
     workdir = tmp_path / "work"
     gin_config.parse(["gin/train/dsi_scifact.gin"], [
         f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", f"PSEUDO_QUERIES='{pseudo}'",
-        "TrainerConfig.num_steps = 2", *TINY, "train_dsi.t5_overrides = {'dtype': 'bfloat16'}"])
+        "TrainerConfig.num_steps = 2", *DSI_TINY, "train_dsi.t5_overrides = {'dtype': 'bfloat16'}"])
     gin_config.run_job()
     summary = json.loads((workdir / "training_summary.json").read_text())
     assert summary["t5"]["dtype"] == "bfloat16"

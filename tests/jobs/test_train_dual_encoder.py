@@ -1,42 +1,13 @@
 """The dual-encoder training job end to end through gin, on a tiny collection with MiniLM."""
 import json
-from pathlib import Path
 
 import gin
 import pytest
 
 from irjax import gin_config
+from tests.helpers.tiny_collection import write_collection
 
-DOCS = {
-    "d1": "The jaguar is a large cat native to the Americas.",
-    "d2": "Python is a programming language with dynamic typing.",
-    "d3": "Coffee is brewed from roasted coffee beans.",
-    "d4": "Glaciers are slow rivers of ice that carve valleys.",
-    "d5": "Violins are string instruments played with a bow.",
-    "d6": "Photosynthesis turns light, water and carbon dioxide into sugar.",
-}
-TRAIN = {"q1": ("which big cat lives in america", "d1"), "q2": ("language for programs", "d2"),
-         "q3": ("how is coffee made", "d3"), "q4": ("what carves valleys", "d4")}
-TEST = {"q5": ("instrument with a bow", "d5"), "q6": ("how plants make sugar", "d6")}
-
-
-def write_collection(root: Path) -> Path:
-    (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in DOCS.items()))
-    (root / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _) in {**TRAIN, **TEST}.items()))
-    for split, queries in (("train", TRAIN), ("test", TEST)):
-        (root / "qrels" / f"{split}.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, (_, d) in queries.items()))
-    return root
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def test_minilm_training_config_runs_and_writes_the_contract_files(tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 two MaxSimRetriever modes when k' covers every corpus token."""
 import json
 
-import gin
 import jax
 import pytest
 
@@ -13,7 +12,7 @@ from irjax.retrieval.multi_vector import MaxSimRetriever
 from irjax.models.bert import BertConfig
 from irjax.models.multi_vector import MultiVectorModel
 from irjax.models.pretrained import load_checkpoint
-from tests.jobs.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collection
+from tests.helpers.tiny_collection import DOCS, TEST, TRAIN, write_collection
 
 SHORT = ["DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
          "DataConfig.query_max_length = 16", "DataConfig.num_hard_negatives = 0",
@@ -21,11 +20,7 @@ SHORT = ["DataConfig.global_batch_size = 2", "DataConfig.doc_max_length = 32",
          "TrainerConfig.log_every = 1", "train_multi_vector.evaluate_dense_baseline = False"]
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def test_xtr_training_config_runs_and_writes_the_contract_files(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from irjax import gin_config
 from irjax.data.query_generation_examples import heldout_queries
 from irjax.jobs.train_dsi import read_pseudo_queries
-from tests.jobs.test_train_dual_encoder import DOCS, TRAIN, write_collection
+from tests.helpers.tiny_collection import DOCS, DSI_TINY, TRAIN, write_collection
 
 TINY = [*(f"train_query_generator.{binding}" for binding in (
             "t5_preset = 'tiny'", "t5_overrides = {'dropout_rate': 0.0}", "global_batch_size = 3",
@@ -20,11 +20,7 @@ TINY = [*(f"train_query_generator.{binding}" for binding in (
         "QuerySampling.num_queries_per_doc = 2"]
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def _run_config(config, bindings):
@@ -73,7 +69,6 @@ def test_trains_memorises_and_writes_pseudo_queries(tmp_path):
     assert list(sampled) == list(DOCS) and all(len(q) == 2 for q in sampled.values())
 
     # DSI-QG: the DSI config reads them as pseudo-query examples (one step is enough to show it).
-    from tests.jobs.test_train_dsi import TINY as DSI_TINY
     dsi = tmp_path / "dsi"
     _run_config("gin/train/dsi_qg_scifact.gin", [
         f"DATA_DIR='{data}'", f"WORKDIR='{dsi}'",

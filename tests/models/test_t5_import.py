@@ -5,7 +5,6 @@ import atexit
 import functools
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,10 +17,10 @@ from irjax.models.weight_import import CheckpointMismatchError
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5, relative_position_bucket
 from irjax.models.t5_import import expected_shapes, load_t5, load_t5_params, name_map
+from tests.helpers.repo_scripts import load_tool
 
 REFERENCE = np.load(Path(__file__).resolve().parents[1] / "fixtures" / "t5_tiny" / "reference.npz")
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-from t5_tiny_checkpoint import write_checkpoint  # noqa: E402
+write_checkpoint = load_tool("t5_tiny_checkpoint").write_checkpoint
 
 
 @functools.lru_cache(maxsize=None)

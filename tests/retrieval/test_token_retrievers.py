@@ -14,7 +14,7 @@ from irjax.index.fde import FDEConfig
 from irjax.models.bert import BertConfig
 from irjax.models.multi_vector import MultiVectorModel
 from irjax.models.pretrained import load_checkpoint
-from tests.jobs.test_train_dual_encoder import DOCS, TEST, TRAIN, write_collection
+from tests.helpers.tiny_collection import DOCS, TEST, TRAIN, write_collection
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
-"""Smoke runs of the benchmark scripts in tools/: each starts, trains a step or two in its smallest
-mode and reports positive, finite numbers.
+"""Smoke runs of the benchmark scripts in tools/: each starts, encodes a few documents or trains a
+step or two in its smallest mode, and reports positive, finite numbers.
 
-Subprocesses, because both scripts pin CPU affinity and thread counts at start-up and bench_train
-drives a PyTorch worker under .venv-ref. That venv does not exist in CI: there bench_train runs
-with --jax-only and the sentence-transformers test is skipped with the reason.
+Subprocesses, because the scripts pin CPU affinity and thread counts at start-up and the
+sentence-transformers benchmarks drive a PyTorch worker under .venv-ref. That venv does not exist
+in CI: there bench_train runs with --jax-only and the sentence-transformers test is skipped with
+the reason; bench_encode is always smoke-tested with --jax-only.
 """
 from __future__ import annotations
 
@@ -38,18 +39,22 @@ def _assert_positive(values: dict[str, Any], keys: tuple[str, ...]) -> None:
         assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
 
 
-@pytest.fixture(scope="module")
-def bench_train(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, bool]:
-    """One smoke run of bench_train for all its tests: (JSON result, stdout, torch side ran)."""
+def _skip_without_scifact_and_minilm(scifact_file: str) -> None:
     data = Path(os.environ.get("IRJAX_DATA_DIR", ROOT.parent / "shared" / "data"))
-    if not (data / "scifact" / "qrels" / "train.tsv").exists():
-        pytest.skip(f"SciFact training data not found under {data}; set IRJAX_DATA_DIR")
+    if not (data / "scifact" / scifact_file).exists():
+        pytest.skip(f"scifact/{scifact_file} not found under {data}; set IRJAX_DATA_DIR")
     from irjax.models.pretrained import find_minilm_dir
 
     try:
         find_minilm_dir()
     except FileNotFoundError as error:
         pytest.skip(str(error))
+
+
+@pytest.fixture(scope="module")
+def bench_train(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, bool]:
+    """One smoke run of bench_train for all its tests: (JSON result, stdout, torch side ran)."""
+    _skip_without_scifact_and_minilm("qrels/train.tsv")
     with_torch = REF_PYTHON.exists()
     out = tmp_path_factory.mktemp("bench_train") / "result.json"
     stdout = _run(["tools/bench_train.py", "--smoke", "--json", str(out)]
@@ -92,3 +97,29 @@ def test_mfu_bert_base_smoke(tmp_path: Path) -> None:
     assert result["compute_dtype"] == "bfloat16" and result["param_dtype"] == "float32"
     assert result["xla_flops_per_step"] is None or result["xla_flops_per_step"] > 0
     assert "MFU" in stdout
+
+
+def test_bench_encode_jax_only_reports_throughput(tmp_path: Path) -> None:
+    """bench_encode without .venv-ref: 8 SciFact documents cut at 32 tokens, one timed round."""
+    _skip_without_scifact_and_minilm("corpus.jsonl")
+    out = tmp_path / "encode.json"
+    stdout = _run(["tools/bench_encode.py", "--jax-only", "--docs", "8", "--max-length", "32",
+                   "--batch-size", "4", "--repeats", "1", "--matmul-n", "256", "--threads", "1",
+                   "--json", str(out)], timeout=120)
+    result = json.loads(out.read_text())
+    assert result["docs"] == 8 and result["settings"]["jax_only"] and result["platform"] == "cpu"
+    assert 8 <= result["tokens"] <= 8 * 32  # real tokens, at most max length per document
+    irjax = result["irjax"]
+    _assert_positive(irjax, ("seconds_median", "tokens_per_s", "gflops", "fraction_of_peak",
+                             "warmup_s", "tokenize_s", "forward_s", "forward_unsliced_s"))
+    assert irjax["tokens_per_s"] == pytest.approx(result["tokens"] / irjax["seconds_median"])
+    assert len(irjax["rounds_s"]) == 1
+    assert irjax["reencode_max_abs_diff"] < 1e-5  # encoding the same texts again gives the same vectors
+    _assert_positive(result["peak_gflops"], ("jnp_dot_float32", "numpy_float32"))
+    _assert_positive(result["flops"], ("useful", "executed"))
+    assert result["flops"]["executed"] >= result["flops"]["useful"]  # padding only adds work
+    assert result["peak_gflops"]["torch_mm_float32"] is None and "sentence_transformers" not in result
+    # The setup line names the documents, threads, platform and jax version; no torch column.
+    header = stdout.splitlines()[0]
+    assert header.startswith("8 SciFact docs") and "1 threads; cpu, jax " in header, header
+    assert "tokens/s" in stdout and "ratio irjax / sentence-transformers" not in stdout

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-from scaling_study import CSV_COLUMNS, ZERO_SHOT, plot, rows_for, write_csv  # noqa: E402
+from tests.helpers import ROOT
+from tests.helpers.repo_scripts import load_tool
+
+scaling_study = load_tool("scaling_study")
+CSV_COLUMNS, ZERO_SHOT = scaling_study.CSV_COLUMNS, scaling_study.ZERO_SHOT
+plot, rows_for, write_csv = scaling_study.plot, scaling_study.rows_for, scaling_study.write_csv
 
 TOPICS = ["jaguar cat americas", "python programming language", "coffee beans roasting",
           "glacier ice valley", "violin bow strings", "photosynthesis light sugar",

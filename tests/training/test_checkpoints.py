@@ -22,6 +22,7 @@ from irjax.training.checkpoints import CORRUPT_SUBDIR, Checkpointer, CheckpointR
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("preemptible_train_script.py")
+MULTIHOST_SCRIPT = Path(__file__).with_name("multihost_checkpoint_script.py")
 LOGGER = "irjax.training.checkpoints"
 
 # Orbax's asyncio loop reports "Event loop is closed" from a finalizer after a failed restore.
@@ -307,48 +308,13 @@ def test_kill_9_at_three_random_steps_matches_an_uninterrupted_run(tmp_path):
 # ---------------------------------------------------------------- two processes, sharded state
 
 
-def multihost_fallback_check(directory: str) -> None:
-    """Body of each launched process: save a sharded state twice, damage step 2, restore."""
-    from jax.experimental import multihost_utils
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    from irjax.parallel.distributed import initialize_distributed
-
-    initialize_distributed()
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    rows, replicated = NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
-
-    def make(value: float) -> dict:
-        full = np.arange(32, dtype=np.float32).reshape(8, 4) + value
-        return {"w": jax.make_array_from_callback((8, 4), rows, lambda index: full[index]),
-                "r": jax.make_array_from_callback((), replicated, lambda _: np.float32(value))}
-
-    with Checkpointer(directory, save_every=1) as checkpointer:
-        for step in (1, 2):
-            checkpointer.save(step, make(step), extra={"position": step})
-        checkpointer.wait()
-        multihost_utils.sync_global_devices("saved")
-        if jax.process_index() == 0:
-            _empty_files(Path(directory) / "2" / "state")
-        multihost_utils.sync_global_devices("damaged")
-        step, state, extra = checkpointer.restore_latest(make(0))  # concrete: its shardings are used
-        shards = [np.asarray(s.data).tolist() for s in state["w"].addressable_shards]
-        resaved = checkpointer.save(2, make(22))
-        checkpointer.wait()
-        latest = checkpointer.restore_latest(make(0))[0]
-    print("RESULT " + json.dumps({"step": step, "extra": extra, "shards": shards, "resaved": resaved,
-                                  "latest": latest, "r": float(state["r"].addressable_data(0))}), flush=True)
-
-
 def test_two_processes_agree_on_the_fallback_step_and_restore_their_own_shards(tmp_path):
-    code = ("import sys; from tests.training.test_checkpoints import multihost_fallback_check; "
-            "multihost_fallback_check(sys.argv[1])")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                JAX_COMPILATION_CACHE_DIR=str(ROOT / ".cache" / "jax"))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "launch" / "local_multiprocess.py"), "--num_processes", "2",
          "--devices_per_process", "1", "--timeout_s", "150", "--",
-         sys.executable, "-c", code, str(tmp_path / "ckpt")],
+         sys.executable, str(MULTIHOST_SCRIPT), str(tmp_path / "ckpt")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     results = {}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .test_trainer import ROOT, max_diff, script_env
+from tests.helpers import ROOT
+from tests.helpers.simulated_devices import max_diff, script_env
 
 SCRIPT = Path(__file__).with_name("t5_step_script.py")
 

@@ -29,8 +29,9 @@ from irjax.parallel.partitioning import create_mesh
 from irjax.training.train_state import state_shardings
 from irjax.training.trainer import Trainer, _from_json, _jsonable
 from irjax.training.trainer_config import TrainerConfig
+from tests.helpers.repo_scripts import load_launcher
+from tests.helpers.simulated_devices import max_diff, script_env
 
-from .test_multiprocess import load_launcher
 from .toy_train_script import ToyBatches, make_model, read_losses
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,15 +220,6 @@ def test_bad_settings_say_what_to_do(tmp_path):
 # ---------------------------------------------------------------- subprocesses
 
 
-def script_env(devices: int) -> dict[str, str]:
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    for name in ("IRJAX_COORDINATOR", "IRJAX_NUM_PROCESSES", "IRJAX_PROCESS_ID"):
-        env.pop(name, None)
-    return env
-
-
 def run_toy(args: list[str], devices: int = 1, kill_at: int | None = None,
             timeout_s: float = 180) -> tuple[list[str], int]:
     """Runs the toy script; with kill_at=n sends SIGKILL once it hands out batch n."""
@@ -254,11 +246,6 @@ def result_of(lines: list[str], code: int) -> dict:
     found = [line for line in lines if line.startswith("RESULT ")]
     assert len(found) == 1, "\n".join(lines[-40:])
     return json.loads(found[0][len("RESULT "):])
-
-
-def max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float(np.abs(np.subtract(a[k], b[k])).max()) for k in a)
 
 
 MESH_ARGS = ["--steps", "3", "--data", "4", "--model", "2"]

@@ -2,32 +2,25 @@
 the launcher's environment and failure handling; initialize_distributed's argument checks."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from irjax.parallel.distributed import initialize_distributed
-
-from .test_partitioning import ROOT, SCRIPT, TOL, max_param_diff, run_step_script
+from tests.helpers import ROOT
+from tests.helpers.repo_scripts import load_launcher
+from tests.helpers.simulated_devices import max_diff, run_result_script
 
 LAUNCHER = ROOT / "launch" / "local_multiprocess.py"
+SCRIPT = Path(__file__).with_name("sharded_step_script.py")  # test_partitioning.py's step script
 STEP_ARGS = ["--data", "4", "--model", "2", "--steps", "3"]
-
-
-def load_launcher():
-    """launch/ is not a package: load the module from its path."""
-    if "local_multiprocess" not in sys.modules:  # dataclasses need the module registered
-        spec = importlib.util.spec_from_file_location("local_multiprocess", LAUNCHER)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["local_multiprocess"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["local_multiprocess"]
+TOL = 1e-5
 
 
 def test_two_processes_match_one_process_with_eight_devices():
@@ -48,11 +41,11 @@ def test_two_processes_match_one_process_with_eight_devices():
     two_by_four = multi["sharded"]
     assert (two_by_four["processes"], two_by_four["devices"]) == (2, 8)
 
-    one_by_eight = run_step_script(STEP_ARGS, devices=8)["sharded"]
+    one_by_eight = run_result_script(SCRIPT, STEP_ARGS, devices=8)["sharded"]
     assert one_by_eight["processes"] == 1
     assert np.abs(np.subtract(two_by_four["losses"], one_by_eight["losses"])).max() < TOL
     assert abs(two_by_four["checksum"] - one_by_eight["checksum"]) < TOL * 100  # sum of ~2.7k
-    assert max_param_diff(two_by_four["params"], one_by_eight["params"]) < TOL
+    assert max_diff(two_by_four["params"], one_by_eight["params"]) < TOL
     assert two_by_four["mlp_kernel_spec"] == [None, "model"]
 
 

@@ -6,10 +6,6 @@ process; everything else runs here on a single device.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,36 +17,16 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from irjax.parallel import partitioning as pt, processes
+from tests.helpers.simulated_devices import max_diff, run_result_script
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("sharded_step_script.py")
 TOL = 1e-5
 
 
-def run_step_script(args: list[str], devices: int) -> dict:
-    """Runs the step script on `devices` simulated CPU devices; returns its RESULT json."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    for name in ("IRJAX_COORDINATOR", "IRJAX_NUM_PROCESSES", "IRJAX_PROCESS_ID"):
-        env.pop(name, None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(lines) == 1, proc.stdout[-2000:]
-    return json.loads(lines[0][len("RESULT "):])
-
-
-def max_param_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float(np.abs(np.subtract(a[k], b[k])).max()) for k in a)
-
-
 @pytest.fixture(scope="module")
 def eight_devices() -> dict:
-    return run_step_script(["--data", "4", "--model", "2", "--steps", "3", "--reference",
-                            "--error_checks"], devices=8)
+    return run_result_script(SCRIPT, ["--data", "4", "--model", "2", "--steps", "3", "--reference",
+                                      "--error_checks"], devices=8)
 
 
 def test_eight_device_steps_match_one_device(eight_devices):
@@ -59,7 +35,7 @@ def test_eight_device_steps_match_one_device(eight_devices):
     assert len(sharded["losses"]) == 3
     assert reference["losses"][-1] < reference["losses"][0] - 0.1  # it actually trains
     assert np.abs(np.subtract(sharded["losses"], reference["losses"])).max() < TOL
-    assert max_param_diff(sharded["params"], reference["params"]) < TOL
+    assert max_diff(sharded["params"], reference["params"]) < TOL
 
 
 def test_layout_on_the_4x2_mesh(eight_devices):
