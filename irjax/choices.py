@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from irjax.errors import UserError
 
-class InvalidChoiceError(ValueError):
+
+class InvalidChoiceError(ValueError, UserError):
     """A setting that must be one of a fixed set of values is not; the message lists them."""
 
 

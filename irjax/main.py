@@ -11,6 +11,10 @@ call, a damaged index or checkpoint, missing weights (`irjax.errors.UserError`) 
 one message, `irjax: error: ...`, on stderr, and the process exits with status 2. Anything else is
 a bug and propagates with its full traceback (exit status 1). To see the traceback of a user error
 too (still exit status 2), pass `--traceback` or set IRJAX_TRACEBACK=1.
+
+In a multi-process job a failing process exits at once (after printing), without JAX's shutdown
+barrier: the others would otherwise wait for it until the barrier's timeout (minutes) before
+anyone learns of the error; launchers stop the rest as soon as one process exits non-zero.
 """
 from __future__ import annotations
 
@@ -46,13 +50,27 @@ def _main(argv: Sequence[str]) -> int | None:
     except Exception as e:
         message = gin_config.user_error_message(e)
         if message is None:
+            _exit_now_if_distributed(1, print_traceback=True)
             raise
         if FLAGS.traceback:
             traceback.print_exc()
         print(f"irjax: error: {message}", file=sys.stderr, flush=True)
+        _exit_now_if_distributed(USER_ERROR_STATUS)
         return USER_ERROR_STATUS
     logging.info("job finished: %s", result)
     return None
+
+
+def _exit_now_if_distributed(status: int, print_traceback: bool = False) -> None:
+    """Ends a process of a multi-process job immediately (module docstring)."""
+    import jax
+
+    if jax.process_count() > 1:
+        if print_traceback:
+            traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def main() -> None:

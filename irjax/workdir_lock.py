@@ -33,6 +33,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from irjax.errors import UserError
 from irjax.files import published_mode
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ _HELD: dict[Path, "WorkdirLock"] = {}
 _HELD_GUARD = threading.Lock()
 
 
-class WorkdirLockedError(ValueError):
+class WorkdirLockedError(ValueError, UserError):
     """Another live run holds the workdir's lock; the message names it and what to do.
 
     A user error (wrong WORKDIR, or a run started twice), not a bug: a ValueError until irjax has

@@ -175,8 +175,9 @@ def test_cli_evaluation_on_a_locked_workdir_exits_at_once_and_touches_nothing(tm
          f"--gin.DATA_DIR='{data}'", f"--gin.WORKDIR='{workdir}'"],
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     elapsed = time.perf_counter() - start
-    assert second.returncode != 0
-    assert "WorkdirLockedError" in second.stderr and f"pid {proc.pid}" in second.stderr
+    assert second.returncode == 2  # a user error: one message, no traceback
+    assert "irjax: error: workdir" in second.stderr and "Traceback" not in second.stderr
+    assert "in use by another irjax run" in second.stderr and f"pid {proc.pid}" in second.stderr
     assert "holder-command --x" in second.stderr
     assert elapsed < 60  # interpreter and import time only: no data was read
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in workdir.rglob("*") if p.is_file()}

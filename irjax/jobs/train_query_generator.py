@@ -140,6 +140,16 @@ class QuerySampling:
     temperature: float = 1.0
     batch_size: int = 32
 
+    def __post_init__(self) -> None:
+        for name in ("num_queries_per_doc", "batch_size", "top_k"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"QuerySampling.{name}={value} must be >= 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigError(f"QuerySampling.top_p={self.top_p} must be in (0, 1]")
+        if not self.temperature > 0:
+            raise ConfigError(f"QuerySampling.temperature={self.temperature} must be > 0")
+
 
 DEFAULT_OPTIMIZER = OptimizerConfig(learning_rate=1e-3, warmup_fraction=0.05, decay="linear",
                                     weight_decay=0.01)

@@ -28,7 +28,8 @@ import numpy as np
 
 from irjax.data.collection import Document
 from irjax.errors import UserError
-from irjax.files import atomic_write_bytes, atomic_write_text, sha256_file
+from irjax.files import (atomic_write_bytes, atomic_write_text, quarantine,
+                         remove_orphan_temporaries, sha256_file)
 from irjax.index.quantization import quantize_int8
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,16 @@ class EmbeddingShards:
     def has_marker(self, shard: int) -> bool:
         return self._marker(shard).exists()
 
+    def quarantine(self, shard: int) -> list[str]:
+        """Moves a damaged shard's files and marker aside (kept for inspection)."""
+        paths = [*self._files(shard).values(), self._marker(shard)]
+        return [quarantine(p).name for p in paths if p.exists()]
+
+    def remove_orphans(self, shard: int) -> None:
+        """Temporary files a killed writer of this shard left (none of a live one)."""
+        for path in [*self._files(shard).values(), self._marker(shard)]:
+            remove_orphan_temporaries(self.directory, name=path.name)
+
     def missing(self) -> list[int]:
         return [s for s in range(self.layout.num_shards) if not self.is_complete(s)]
 
@@ -225,8 +236,10 @@ def encode_shards(shards: EmbeddingShards, documents: Callable[[range], Sequence
                 progress(len(shards.layout.rows(shard)))
             continue
         if shards.has_marker(shard):
-            log.warning("%s/%s fails its size or checksum check; encoding it again",
-                        shards.directory, shard_name(shard))
+            moved = shards.quarantine(shard)
+            log.warning("%s/%s fails its size or checksum check: moved aside (%s); encoding it "
+                        "again", shards.directory, shard_name(shard), ", ".join(moved))
+        shards.remove_orphans(shard)
         rows = shards.layout.rows(shard)
         start = time.perf_counter()
         texts = [d.contents for d in documents(rows)]

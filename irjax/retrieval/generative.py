@@ -23,6 +23,7 @@ from irjax.decoding.constrained_beam_search import constrained_beam_search
 from irjax.data.runs import Run
 from irjax.index.docid_trie import DocidTrie
 from irjax.models.seq2seq import Seq2SeqModel
+from irjax.parallel.processes import allgather_json, host_copy, process_shard
 
 
 class GenerativeRetriever:
@@ -36,7 +37,7 @@ class GenerativeRetriever:
             raise ValueError(f"docid scheme needs a vocabulary of {scheme.vocab_size} but the model "
                              f"has {model.config.vocab_size}; build the model with the scheme's size")
         self.model = model
-        self.params = jax.device_put(params)
+        self.params = jax.device_put(host_copy(params))
         self.scheme = scheme
         self.tokenizer = tokenizer or SentencePieceTokenizer()
         self.beam_size = beam_size
@@ -74,16 +75,21 @@ class GenerativeRetriever:
         return out
 
     def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
+        """Each process decodes its contiguous share of the queries; the ranked lists are
+        gathered, so every process returns the whole run (the one-process run)."""
         self.scheme.check_documents(collection)
         texts = list(queries.values())
         start = time.perf_counter()
         self.rank(texts[:1])   # compiles encoder and beam search; throughput excludes it
         warmup = time.perf_counter() - start
         start = time.perf_counter()
-        ranked = self.rank(texts)
+        share = process_shard(len(texts))
+        ranked = [[tuple(pair) for pair in docs] for part in allgather_json(
+            [[list(pair) for pair in docs] for docs in self.rank(texts[share])]) for docs in part]
         seconds = time.perf_counter() - start
         self.timings.update(compile_s=warmup, decode_s=seconds,
-                            queries_per_s=len(queries) / max(seconds, 1e-9))
+                            queries_per_s=len(queries) / max(seconds, 1e-9),
+                            processes=jax.process_count())
         return {qid: dict(docs[:k]) for qid, docs in zip(queries, ranked)}
 
 

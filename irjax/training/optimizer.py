@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from irjax.choices import check_choice
+
 Decay = Literal["cosine", "linear", "constant"]
 DECAYS: tuple[str, ...] = get_args(Decay)
 NO_DECAY_NAMES = frozenset({"bias", "scale"})
@@ -70,8 +72,7 @@ class OptimizerConfig:
                 0 <= self.warmup_steps <= (self.num_steps or self.warmup_steps)):
             raise ValueError(f"warmup_steps={self.warmup_steps} must be in [0, num_steps="
                              f"{self.num_steps}]; shorten warmup or train longer")
-        if self.decay not in ("cosine", "linear", "constant"):
-            raise ValueError(f"decay={self.decay!r}: use 'cosine', 'linear' or 'constant'")
+        check_choice("OptimizerConfig.decay", self.decay, DECAYS)
         if not 0 <= self.end_learning_rate_fraction <= 1:
             raise ValueError(f"end_learning_rate_fraction={self.end_learning_rate_fraction} must "
                              "be in [0, 1] (a fraction of the peak learning rate)")

@@ -15,7 +15,7 @@ from irjax.data.runs import format_trec_run, read_trec_qrels, read_trec_run
 from irjax.data.text import text_problem
 from irjax.evaluation.metrics import evaluate_run
 
-from .test_collection import DOCS, QRELS, QUERIES, write_collection
+from tests.helpers.collection_files import DOCS, QRELS, QUERIES, write_collection
 
 ROOT = Path(__file__).resolve().parents[2]
 SURROGATE = '"\\ud800"'  # JSON text for a lone high surrogate
@@ -88,5 +88,5 @@ def test_bm25_run_on_a_surrogate_doc_id_fails_with_file_and_line_not_a_segfault(
         [sys.executable, "-m", "irjax.main", "--gin_file=gin/eval/bm25.gin",
          f"--gin.DATA_DIR='{root}'", f"--gin.WORKDIR='{tmp_path / 'w'}'"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.returncode  # 139 (SIGSEGV in pytrec_eval) before
+    assert proc.returncode == 2, proc.returncode  # a user error; 139 (SIGSEGV) before
     assert f"{root / 'corpus.jsonl'}:2: field '_id': contains a lone UTF-16 surrogate" in proc.stderr

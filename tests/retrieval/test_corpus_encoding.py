@@ -16,7 +16,7 @@ from irjax.models.dual_encoder import TextEncoder
 from irjax.retrieval.corpus_encoding import EmbeddingShards, EmbeddingShardsError
 from irjax.retrieval.distributed import encode_corpus_shards
 from irjax.retrieval.mesh_encoding import mesh_text_encoder
-from tests.helpers_corpus import write_corpus
+from tests.helpers.corpus import write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +46,8 @@ def test_shards_hold_the_encoders_vectors_and_resume_byte_identical(tmp_path, en
     again, stats = encode(collection, encoder, tmp_path / "emb")
     assert (stats["encoded_docs"], stats["skipped_shards"]) == (6, 1)
     assert {p.name: p.read_bytes() for p in (tmp_path / "emb").glob("shard-*.npy")} == files
+    moved = sorted(p.name for p in (tmp_path / "emb").glob("*.corrupt-*"))
+    assert [m.split(".corrupt-")[0] for m in moved] == ["shard-00002.done", "shard-00002.npy"]
 
 
 def test_reduced_precision_shards_decode_close_to_float32(tmp_path, encoder):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-from tests.helpers_corpus import write_corpus
+from tests.helpers.corpus import write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = ROOT / "launch" / "local_multiprocess.py"

@@ -13,7 +13,9 @@ from pathlib import Path
 from irjax.workdir import read_status
 from irjax.workdir_lock import WorkdirLock
 
-from .test_multiprocess import LAUNCHER
+from tests.helpers import ROOT
+
+LAUNCHER = ROOT / "launch" / "local_multiprocess.py"
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("toy_train_script.py")
