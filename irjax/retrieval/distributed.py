@@ -91,8 +91,13 @@ def build_local_index(shards: EmbeddingShards, doc_ids: Sequence[str], kind: str
         return owner + i * count
 
     for i, rows in enumerate(rows_of(process)):
-        vectors = np.concatenate([shards.load(s)[:len(r)] for s, r in _shard_slices(layout, rows)])
+        vectors = np.empty((len(rows), shards.dim), np.float32)  # filled shard by shard
+        at = 0
+        for shard, taken in _shard_slices(layout, rows):
+            vectors[at:at + len(taken)] = shards.load(shard)[:len(taken)]
+            at += len(taken)
         index.add(part_number(process, i), rows, vectors, [doc_ids[int(r)] for r in rows])
+        del vectors
     if save_to is not None:
         index.save(save_to, write_manifest=False)
         barrier("irjax-index-saved")
