@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
@@ -21,6 +20,7 @@ from irjax.data.runs import Run
 from irjax.index.sharded import ShardedIndex, merge_top_k, write_shards_file
 from irjax.parallel.processes import (allgather_arrays, barrier, is_logging_process,
                                       process_shard)
+from irjax.paths import AnyPath, as_path
 from irjax.retrieval.corpus_encoding import EmbeddingShards, encode_shards
 from irjax.retrieval.mesh_encoding import MeshEncoder, pooled_vectors
 
@@ -36,7 +36,7 @@ def encode_texts(encoder: MeshEncoder, texts: Sequence[str], dim: int,
     return pooled_vectors(outputs, batches, len(texts), dim)
 
 
-def encode_corpus_shards(collection: Collection, encoder: MeshEncoder, directory: str | Path, *,
+def encode_corpus_shards(collection: Collection, encoder: MeshEncoder, directory: str | AnyPath, *,
                          model: str, dim: int, dtype: str = "float32",
                          shard_size: int = DEFAULT_SHARD_SIZE,
                          progress: str | None = None) -> tuple[EmbeddingShards, dict[str, float]]:
@@ -104,7 +104,7 @@ def build_local_index(shards: EmbeddingShards, doc_ids: Sequence[str], kind: str
         if is_logging_process():
             every = {part_number(owner, i): rows for owner in range(count)
                      for i, rows in enumerate(rows_of(owner))}
-            write_shards_file(Path(save_to), kind, index.metric, index.options, every)
+            write_shards_file(as_path(save_to), kind, index.metric, index.options, every)
     return index
 
 
