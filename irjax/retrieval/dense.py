@@ -143,6 +143,7 @@ class DenseRetriever:
         start = time.perf_counter()
         scores, rows = search_everywhere(index, query_vectors, min(k, shards.layout.count))
         self.timings["search_s"] = time.perf_counter() - start
+        self.timings["search_queries_per_s"] = len(texts) / max(self.timings["search_s"], 1e-9)
         self.timings["processes"] = jax.process_count()
         return to_run(list(queries), scores, rows, collection.doc_ids)
 
