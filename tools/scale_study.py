@@ -2,7 +2,7 @@
 corpus plus N distractor passages (tools/scale_corpus.py), for each N, with exact search and
 ScaNN over the same MiniLM embeddings. One command, resumable:
 
-    python tools/scale_study.py --workdir workdir/scale --sizes 10000,30000,100000,300000,1000000
+    python tools/scale_study.py --workdir workdir/scale --sizes 0,10000,30000,100000,300000,1000000
 
 1. builds WORKDIR/scifact_1m/ (SciFact + max(sizes) distractors) unless it exists;
 2. encodes it with the encode_corpus job into WORKDIR/encode/embeddings (resumes; --no-encode
@@ -199,7 +199,7 @@ def plot(workdir: Path, rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=ROOT / "workdir" / "scale")
-    parser.add_argument("--sizes", default="10000,30000,100000,300000,1000000")
+    parser.add_argument("--sizes", default="0,10000,30000,100000,300000,1000000")
     parser.add_argument("--corpus-distractors", type=int, default=1_000_000,
                         help="distractors in the one corpus every size is a prefix of")
     parser.add_argument("--shard-size", type=int, default=16384)
