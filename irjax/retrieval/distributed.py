@@ -41,14 +41,14 @@ def encode_corpus_shards(collection: Collection, encoder: MeshEncoder, directory
                          shard_size: int = DEFAULT_SHARD_SIZE,
                          progress: str | None = None) -> tuple[EmbeddingShards, dict[str, float]]:
     """Encodes the shards of `collection` this process owns into `directory` (resuming), waits
-    for every process, and returns the shards and this process's throughput."""
+    for every process, and returns the shards and this process's throughput.
+
+    Every process writes the manifest if it is missing (the same bytes, atomically), so
+    `directory` may be shared storage or each host's own disk (then each host holds the shards
+    it encoded, which is all its index part needs)."""
     count = len(collection.documents)
     shards = EmbeddingShards.create(directory, model=model, corpus=collection.fingerprint(),
-                                    count=count, dim=dim, dtype=dtype, shard_size=shard_size,
-                                    write=is_logging_process())
-    barrier("irjax-embeddings-manifest")
-    if not is_logging_process():
-        shards = EmbeddingShards.open(directory)
+                                    count=count, dim=dim, dtype=dtype, shard_size=shard_size)
     owned = shards.layout.owned_by(jax.process_index(), jax.process_count())
     bar = None
     if progress is not None:
