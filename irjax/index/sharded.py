@@ -83,9 +83,13 @@ class ShardedIndex:
         return sum(len(index) for _, index in self.parts.values())
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, global rows) [q, k] over this object's parts, merged (module docstring)."""
+        """(scores, global rows) [q, k] over this object's parts, merged (module docstring).
+        Without parts (a process that owns no rows of a small corpus) every slot is empty:
+        score -inf, row -1, which the merge with the other processes' lists drops."""
+        queries = np.asarray(queries)
         if not self.parts:
-            raise RuntimeError("no part added or loaded")
+            return (np.full((len(queries), k), -np.inf, np.float32),
+                    np.full((len(queries), k), -1, np.int64))
         out = []
         for rows, index in self.parts.values():
             result = index.search(queries, k)

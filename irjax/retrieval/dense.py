@@ -96,9 +96,16 @@ class DenseRetriever:
             return self._doc_encoder
         return mesh_text_encoder(self.query_encoder, self.per_device_batch)
 
+    def effective_shard_size(self, collection: Collection) -> int:
+        """`shard_size`, or less when the corpus has fewer than one shard per process: shard s
+        belongs to process s % P, so a small corpus in one large shard would be encoded and
+        searched by process 0 alone."""
+        count = len(collection.documents)
+        return max(1, min(self.shard_size, -(-count // jax.process_count())))
+
     def embeddings_dir(self, collection: Collection) -> AnyPath:
         key = cache_key(model=self.encoder.fingerprint, corpus=collection.fingerprint(),
-                        dtype=self.dtype, shard_size=str(self.shard_size))
+                        dtype=self.dtype, shard_size=str(self.effective_shard_size(collection)))
         return as_path(self.cache_dir or cache_root() / "embeddings") / key
 
     def corpus_shards(self, collection: Collection) -> EmbeddingShards:
@@ -108,7 +115,7 @@ class DenseRetriever:
         shards, stats = encode_corpus_shards(
             collection, self._doc_encoder, self.embeddings_dir(collection),
             model=self.encoder.fingerprint, dim=self.encoder.dim, dtype=self.dtype,
-            shard_size=self.shard_size, progress=f"encoding {collection.name} corpus")
+            shard_size=self.effective_shard_size(collection), progress=f"encoding {collection.name} corpus")
         if stats["encoded_docs"]:
             self.timings["encode_docs_per_s"] = stats["docs_per_s"]
         return shards

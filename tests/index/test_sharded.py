@@ -94,3 +94,17 @@ def test_a_part_may_hold_scattered_rows():
 def test_unknown_kind_fails_before_any_vector():
     with pytest.raises(ValueError, match="unknown index kind 'nonsense'"):
         ShardedIndex("nonsense")
+
+
+def test_a_process_without_rows_contributes_empty_slots():
+    """With more processes than shards some process owns no rows: its empty lists must merge
+    away, leaving exactly the other process's results."""
+    vectors, ids = corpus()
+    queries = vectors[[3, 9]]
+    owner = sharded(vectors, ids, 64)
+    scores, rows = ShardedIndex("exact").search(queries, 5)
+    assert scores.shape == rows.shape == (2, 5)
+    assert np.all(np.isneginf(scores)) and np.all(rows == -1)
+    merged = merge_top_k([owner.search(queries, 5), (scores, rows)], 5)
+    np.testing.assert_array_equal(merged[1], owner.search(queries, 5)[1])
+    np.testing.assert_array_equal(merged[0], owner.search(queries, 5)[0])
