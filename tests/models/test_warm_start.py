@@ -117,9 +117,9 @@ def test_beam_search_over_atomic_docids_ranks_as_exact_dense_search(minilm):
     model, params = warm(minilm, scheme, docs)
     beam = 5
     ids, mask = tokenize(tokenizer, QUERIES)
-    encoded = model.encode(params, ids, mask)
+    cross_kv = model.cross_keys_values(params, model.encode(params, ids, mask))
     trie = DocidTrie.build(scheme.docids(), model.config.vocab_size)
-    context = (params, jax.numpy.repeat(encoded, beam, axis=0),
+    context = (params, jax.tree.map(lambda a: jax.numpy.repeat(a, beam, axis=0), cross_kv),
                jax.numpy.repeat(jax.numpy.asarray(mask), beam, axis=0))
     _, scores, doc_index = constrained_beam_search(_make_log_prob_fn(model), trie, len(QUERIES),
                                                    beam, context=context)
