@@ -7,7 +7,7 @@
 # Stages (each one `python -m irjax.main` job or the scaling tool; outputs under $WORKROOT):
 #   qg         gin/train/qg_scifact.gin: doc -> query T5, then 10 sampled queries per document
 #              -> $WORKROOT/qg_scifact/pseudo_queries.jsonl (the later stages read it)
-#   dsi_qg     gin/train/dsi_scifact.gin, atomic docids     -> dsi_qg_small_atomic/
+#   dsi_qg     gin/train/dsi_qg_small_scifact.gin, atomic docids     -> dsi_qg_small_atomic/
 #   dsi_small  the same model and budget without generated queries   -> dsi_small_atomic/
 #   schemes    dsi_qg with naive-string and semantic docids          -> dsi_qg_small_<scheme>/
 #   continual  gin/train/dsi_continual_scifact.gin (DSI++, plain phase 2 and pseudo-query replay)
@@ -67,7 +67,7 @@ collect() {  # collect STAGE DIR...: the small outputs of the stage, packed for 
 dsi_qg_job() {  # dsi_qg_job NAME SCHEME WORKDIR PSEUDO_QUERIES_OR_None
   local pq=$4
   [[ "$pq" == None ]] || pq="'$pq'"
-  job "$1" gin/train/dsi_scifact.gin "$3" --gin.DOCIDS="'$2'" \
+  job "$1" gin/train/dsi_qg_small_scifact.gin "$3" --gin.DOCIDS="'$2'" \
     --gin.PSEUDO_QUERIES="$pq" --gin.train_dsi.dense_baseline=False "${DSI_EXTRA[@]}"
 }
 
