@@ -148,7 +148,7 @@ def test_warm_started_dsi_starts_as_the_fine_tuned_dual_encoder(tmp_path, monkey
     assert "dsi-minilm-atomic (step 0)" in table and "all-MiniLM-L6-v2-finetuned" in table
 
 
-def test_warm_start_from_minilm_without_rows_and_semantic_docids_of_the_dual_encoder(
+def test_warm_start_from_minilm_without_rows_semantic_docids_and_a_streamed_corpus(
         tmp_path, monkeypatch):
     monkeypatch.setenv("IRJAX_CACHE_DIR", str(tmp_path / "cache"))
     data = write_collection(tmp_path / "tiny")
@@ -158,7 +158,8 @@ def test_warm_start_from_minilm_without_rows_and_semantic_docids_of_the_dual_enc
         "train_dsi.scheme_options = {'num_clusters': 2, 'balanced': True}",
         "WarmStart.encoder = 'minilm'", "WarmStart.output_rows = False",
         "train_dsi.dense_baseline = False", "train_dsi.evaluate_init = False",
-        "DSIData.sentence_weight = 1.0", "TrainerConfig.num_steps = 2", *WARM_TINY])
+        "DSIData.sentence_weight = 1.0", "TrainerConfig.num_steps = 2",
+        "train_dsi.max_documents = 6", *WARM_TINY])   # the corpus read streamed, as a prefix
     gin_config.run_job()
     docids = json.loads((workdir / "docids.json").read_text())
     assert docids["scheme"] == "semantic" and docids["config"]["balanced"]
