@@ -14,6 +14,20 @@ Three details matter beyond the rename:
   new one, never none. Where the kernel or filesystem refuses the exchange (not Linux, some
   network filesystems) it falls back to two renames with a moment in which the path is missing;
   that fallback is logged at debug level and documented here rather than hidden.
+
+Remote paths (gs://, s3://: irjax/paths.py). An object store has no atomic rename (a "rename"
+is a copy and a delete) and no directories, so there the guarantees are these, and readers rely
+on them rather than on atomicity:
+
+* `atomic_write_bytes` uploads to a temporary sibling name, then renames it into place: a
+  failed or killed upload never carries the final name, but the rename itself is not atomic.
+* `atomic_directory` builds the directory in a local staging folder, then deletes the old
+  remote directory's completion files, the old directory, and uploads the new one with its
+  completion files (the manifest) last. A reader meanwhile finds no manifest and refuses the
+  directory instead of reading a mixture; it never sees the old one and the new one at once.
+* Every directory irjax publishes piece by piece (embedding shards, index parts) has its own
+  completion files written last and checked on read (sizes, sha256): they, not the renames,
+  make remote readers safe.
 """
 from __future__ import annotations
 
@@ -24,12 +38,15 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
+
+from irjax.paths import AnyPath, as_path, modified_time, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +83,12 @@ def published_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~current_umask()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes `data` to `path` via a temporary file in the same directory and an atomic rename."""
-    path = Path(path)
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> AnyPath:
+    """Writes `data` to `path` via a temporary file in the same directory and an atomic rename
+    (on a remote path: a temporary object, then a rename that is not atomic; module doc)."""
+    path = as_path(path)
+    if not isinstance(path, Path):
+        return _write_remote(path, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
@@ -85,8 +105,61 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike, text: str) -> AnyPath:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _remote_temporary(path: AnyPath) -> AnyPath:
+    """A temporary sibling of a remote `path`, named as local temporaries are (module doc)."""
+    return path.parent / f"{temporary_prefix(path.name)}{secrets.token_hex(4)}.tmp"
+
+
+def _write_remote(path: AnyPath, data: bytes) -> AnyPath:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _remote_temporary(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def copy_file(source: str | os.PathLike, target: str | os.PathLike,
+              chunk_size: int = 8 << 20) -> AnyPath:
+    """Copies a file between any two paths (local or remote), in chunks so large files stay
+    out of memory, under a temporary name first (`atomic_write_bytes`' guarantees)."""
+    source, target = as_path(source), as_path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(target, Path):
+        tmp = _remote_temporary(target)
+        try:
+            with source.open("rb") as src, tmp.open("wb") as out:
+                while chunk := src.read(chunk_size):
+                    out.write(chunk)
+            tmp.replace(target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
+        return target
+    fd, name = tempfile.mkstemp(prefix=temporary_prefix(target.name), suffix=".tmp",
+                                dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            while chunk := src.read(chunk_size):
+                out.write(chunk)
+            out.flush()
+            os.fchmod(out.fileno(), published_mode())
+            os.fsync(out.fileno())
+        os.replace(name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
+    return target
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -104,14 +177,22 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, last: Sequence[str] = ()) -> Iterator[Path]:
     """Yields a temporary sibling directory; on success it replaces `path` as a whole.
 
     Readers see the complete old directory or the complete new one (see the module docstring for
     the one platform fallback). On an exception the temporary directory is removed and any
     previous `path` is left untouched.
+
+    For a remote `path` the yielded directory is a local staging folder (so writers that only
+    write local files, faiss and ScaNN, work unchanged), published as the module docstring
+    says: `last` names the completion files (e.g. the manifest) uploaded after all others.
     """
-    path = Path(path)
+    path = as_path(path)
+    if not isinstance(path, Path):
+        with _remote_directory(path, last) as staging:
+            yield staging
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".tmp",
                                 dir=path.parent))
@@ -135,6 +216,24 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def _remote_directory(path: AnyPath, last: Sequence[str]) -> Iterator[Path]:
+    remove_orphan_temporaries(tempfile.gettempdir(), name="irjax_staging")
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix("irjax_staging"), suffix=".tmp"))
+    try:
+        yield staging
+        for name in last:  # the old directory stops claiming to be complete first
+            with contextlib.suppress(FileNotFoundError):
+                (path / name).unlink(missing_ok=True)
+        remove_tree(path)
+        files = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
+        final = [f for f in files if f.as_posix() in last]
+        for relative in [f for f in files if f.as_posix() not in last] + final:
+            copy_file(staging / relative, path / relative.as_posix())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -146,7 +245,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_orphan_temporaries(directory: str | os.PathLike, *, name: str | None = None,
-                              min_age_s: float = ORPHAN_AGE_S) -> list[Path]:
+                              min_age_s: float = ORPHAN_AGE_S) -> list[AnyPath]:
     """Deletes temporary files/directories in `directory` left by killed writers; returns them.
 
     An entry is an orphan when its writer (host and pid in its name) is this host's and no longer
@@ -154,10 +253,11 @@ def remove_orphan_temporaries(directory: str | os.PathLike, *, name: str | None 
     were last modified more than `min_age_s` ago, since their writer's liveness cannot be seen
     from here. Entries of live writers on this host are never touched. With `name`, only
     temporaries of that name are considered, never pid-less ones: for shared folders such as
-    the system temp directory, where other programs' files must be left alone.
+    the system temp directory, where other programs' files must be left alone. On a remote
+    folder whose store keeps no modification times, only this host's dead writers' entries go.
     """
-    directory = Path(directory)
-    removed: list[Path] = []
+    directory = as_path(directory)
+    removed: list[AnyPath] = []
     if not directory.is_dir():
         return removed
     now, host = time.time(), _host_tag()
@@ -168,16 +268,21 @@ def remove_orphan_temporaries(directory: str | os.PathLike, *, name: str | None 
         if match is None and not _OLD_TEMP_NAME.match(entry.name):
             continue
         try:
-            age = now - entry.lstat().st_mtime
+            modified = modified_time(entry)
         except FileNotFoundError:
             continue
         if match is not None and match["host"] == host:
             orphan = not _pid_alive(int(match["pid"]))
-        else:
-            orphan = age > min_age_s
+        else:  # a store that keeps no modification time: never guess that a file is old
+            orphan = modified is not None and now - modified > min_age_s
         if not orphan:
             continue
-        if entry.is_dir() and not entry.is_symlink():
+        if not isinstance(entry, Path):
+            if entry.is_dir():
+                remove_tree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             with contextlib.suppress(FileNotFoundError):
@@ -189,24 +294,27 @@ def remove_orphan_temporaries(directory: str | os.PathLike, *, name: str | None 
     return removed
 
 
-def quarantine(path: str | os.PathLike) -> Path:
+def quarantine(path: str | os.PathLike) -> AnyPath:
     """Moves a damaged file aside as `NAME.corrupt-YYYYmmddTHHMMSS[-N]` and returns the new path;
     kept rather than deleted so the damage can be inspected, and out of the way of a rewrite."""
-    path = Path(path)
+    path = as_path(path)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     counter = 1
     while target.exists():
         target = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
         counter += 1
-    os.replace(path, target)
+    if isinstance(path, Path):
+        os.replace(path, target)
+    else:
+        path.rename(target)
     return target
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks so large files stay out of memory."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with as_path(path).open("rb") as f:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()

@@ -20,6 +20,7 @@ import gin
 from irjax import type_check
 from irjax.errors import ConfigError, UserError
 from irjax.files import atomic_write_text
+from irjax.paths import AnyPath, as_path, is_uri
 from irjax.workdir import workdir_transaction
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,12 +203,13 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _workdir() -> Path | None:
+def _workdir() -> AnyPath | None:
+    """WORKDIR: a local folder (`~` expanded) or a URI such as gs://bucket/run (irjax/paths.py)."""
     try:
         value = gin.query_parameter("WORKDIR/macro.value")
     except ValueError:
         return None
-    return Path(os.path.expanduser(str(value)))
+    return as_path(str(value)) if is_uri(str(value)) else Path(os.path.expanduser(str(value)))
 
 
 def run_job() -> Any:

@@ -30,6 +30,12 @@ leaves it and says so in status.json. Checkpoints, metrics.jsonl (trimmed to the
 the trainer), tensorboard/, embedding caches and other state are never touched, so training
 resumes after a failure or a kill exactly as before. In multi-process runs process 0 does all of
 this; the others wait for it at the start and at the end.
+
+A remote WORKDIR (gs://, s3://) works the same way, with two differences an object store
+imposes: its lock is local to the host (irjax/workdir_lock.py), and moving results aside copies
+and deletes them one by one, straight into previous_results/ (there is no atomic rename to
+stage them with; a kill in between leaves some in each place, and status.json still says the
+run did not finish).
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ from typing import Any, Iterator
 
 from irjax.files import atomic_write_text
 from irjax.parallel.processes import is_logging_process, barrier
+from irjax.paths import AnyPath, as_path, remove_tree, walk
 from irjax.workdir_lock import WorkdirLock, WorkdirLockedError
 
 log = logging.getLogger(__name__)
@@ -73,7 +80,7 @@ def _now() -> str:
 def read_status(workdir: str | os.PathLike) -> dict[str, Any] | None:
     """WORKDIR/status.json; None when absent, {"state": "unreadable"} (with a warning naming the
     file) when it cannot be parsed, which counts as a run that did not finish."""
-    path = Path(workdir) / STATUS_NAME
+    path = as_path(workdir) / STATUS_NAME
     if not path.exists():
         return None
     try:
@@ -84,7 +91,7 @@ def read_status(workdir: str | os.PathLike) -> dict[str, Any] | None:
     return status if isinstance(status, dict) else {"state": "unreadable"}
 
 
-def _kept(workdir: Path, folder: Path) -> bool:
+def _kept(workdir: AnyPath, folder: AnyPath) -> bool:
     """State folders (any depth), hidden ones, and WORKDIR/eval/step_N: periodic evaluations
     are training history like metrics.jsonl, which a resumed run does not repeat."""
     relative = folder.relative_to(workdir).parts
@@ -92,18 +99,20 @@ def _kept(workdir: Path, folder: Path) -> bool:
             or (len(relative) == 2 and relative[0] == "eval" and _STEP_DIR.match(relative[1])))
 
 
-def result_files(workdir: Path) -> list[Path]:
+def result_files(workdir: AnyPath) -> list[AnyPath]:
     """Every result file of the workdir (see the module docstring), sorted."""
-    found: list[Path] = []
-    for root, dirs, files in os.walk(workdir):
-        here = Path(root)
+    found: list[AnyPath] = []
+    for here, dirs, files in walk(workdir):
         dirs[:] = [d for d in dirs if not _kept(workdir, here / d)]
         found.extend(here / name for name in files if name in RESULT_NAMES)
     return sorted(found)
 
 
-def _move_into(workdir: Path, results: list[Path], target: Path) -> None:
+def _move_into(workdir: AnyPath, results: list[AnyPath], target: AnyPath) -> None:
     """Moves `results` (keeping their paths relative to `workdir`) into a fresh `target`."""
+    if not isinstance(workdir, Path):
+        _move_into_remote(workdir, results, target)
+        return
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     for path in results:
@@ -123,7 +132,20 @@ def _move_into(workdir: Path, results: list[Path], target: Path) -> None:
     os.replace(staging, target)
 
 
-def _set_aside_previous(workdir: Path, previous: dict[str, Any] | None) -> str:
+def _move_into_remote(workdir: AnyPath, results: list[AnyPath], target: AnyPath) -> None:
+    """`_move_into` on an object store: no staging folder, since renaming it would copy every
+    file again; empty folders vanish by themselves there (module docstring)."""
+    remove_tree(target)
+    for path in results:
+        destination = target / path.relative_to(workdir).as_posix()
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(destination)
+    status = workdir / STATUS_NAME
+    if status.exists():
+        status.copy(target / STATUS_NAME, overwrite=True)
+
+
+def _set_aside_previous(workdir: AnyPath, previous: dict[str, Any] | None) -> str:
     """Moves the previous run's results out of the way; returns a sentence saying where."""
     results = result_files(workdir)
     if not results:
@@ -137,19 +159,19 @@ def _set_aside_previous(workdir: Path, previous: dict[str, Any] | None) -> str:
     return f"moved {len(results)} result file(s) of the previous run to {target}"
 
 
-def _write_status(workdir: Path, status: dict[str, Any]) -> None:
+def _write_status(workdir: AnyPath, status: dict[str, Any]) -> None:
     atomic_write_text(workdir / STATUS_NAME, json.dumps(status, indent=2) + "\n")
 
 
 @contextlib.contextmanager
 def workdir_transaction(workdir: str | os.PathLike, command: str | None = None
-                        ) -> Iterator[Path]:
+                        ) -> Iterator[AnyPath]:
     """Runs the body as the workdir's only run, with status.json and stale results handled.
 
     Raises WorkdirLockedError at once if another live run holds the workdir. Nested use on the
     same workdir or a sub-folder (a job calling another job) is a no-op around the inner body.
     """
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     lock = WorkdirLock(workdir, command)
     lock.acquire()
     if lock.reentered:
@@ -191,7 +213,7 @@ def workdir_transaction(workdir: str | os.PathLike, command: str | None = None
             raise
         barrier(f"irjax workdir end {workdir}")
         if writer:
-            shutil.rmtree(workdir / PREVIOUS_DIR, ignore_errors=True)
+            remove_tree(workdir / PREVIOUS_DIR)
             status.update(state="done", finished=_now(),
                           seconds=round(time.perf_counter() - start, 2))
             status.pop("previous", None)

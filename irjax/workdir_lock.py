@@ -18,12 +18,21 @@ holds instead of deadlocking on it. Threads of one process share it the same way
 
 Multi-process runs (jax.process_count() > 1): only process 0 locks; the others wait until it has
 (or has failed to), so no process touches the workdir before the lock is settled.
+
+A remote WORKDIR (gs://, s3://: irjax/paths.py) cannot hold a kernel lock: an object store has
+none, and no lease that its holder's death releases. Its lock is therefore a local lock file
+keyed by the URI, $IRJAX_CACHE_DIR/workdir_locks/<sha256 of the URI>.lock, with everything above
+unchanged. It keeps out a second run on the same host only; nothing stops a run on another host
+from writing into the same remote WORKDIR. That is acceptable because on a pod process 0 is the
+workdir's only writer and the one process that locks; starting two jobs on one remote WORKDIR
+from two machines is the user's mistake to avoid (the log says so when a remote lock is taken).
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -34,12 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from irjax.errors import UserError
-from irjax.files import published_mode
+from irjax.files import cache_root, published_mode
+from irjax.paths import AnyPath, as_path
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
-_HELD: dict[Path, "WorkdirLock"] = {}
+REMOTE_LOCKS_DIR = "workdir_locks"
+_HELD: dict[AnyPath, "WorkdirLock"] = {}
 _HELD_GUARD = threading.Lock()
 
 
@@ -97,25 +108,29 @@ class WorkdirLock:
     """
 
     def __init__(self, workdir: str | os.PathLike, command: str | None = None) -> None:
-        self.workdir = Path(workdir)
-        self.path = self.workdir / LOCK_NAME
+        self.workdir = as_path(workdir)
+        self.remote = not isinstance(self.workdir, Path)
+        self.path = remote_lock_path(self.workdir) if self.remote else self.workdir / LOCK_NAME
         self.command = command
         self.holder: LockHolder | None = None
         self.previous: LockHolder | None = None
         self.reentered = False
         self._fd: int | None = None
-        self._key: Path | None = None
+        self._key: AnyPath | None = None
 
     # ------------------------------------------------------------------ single process
-    def _covering(self, key: Path) -> WorkdirLock | None:
-        for held_path, lock in _HELD.items():
-            if key == held_path or held_path in key.parents:
+    def _covering(self, key: AnyPath) -> WorkdirLock | None:
+        for held_path, lock in _HELD.items():  # a local path never covers a URI, nor vice versa
+            if type(key) is type(held_path) and (key == held_path or held_path in key.parents):
                 return lock
         return None
 
     def _lock_file(self) -> None:
         """Takes the OS lock or raises WorkdirLockedError naming the holder."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.remote:  # the lock never touches the store itself
+            log.info("workdir %s is remote: locked through %s, which keeps out other runs on "
+                     "this host only (irjax/workdir_lock.py)", self.workdir, self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, published_mode())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -156,7 +171,7 @@ class WorkdirLock:
         """Locks the workdir (process 0 of a multi-process run; the others wait for it)."""
         from irjax.parallel.processes import is_logging_process, process_0_outcome
 
-        key = Path(os.path.realpath(self.workdir))
+        key = self.workdir if self.remote else Path(os.path.realpath(self.workdir))
         with _HELD_GUARD:
             outer = self._covering(key)
             if outer is not None:  # this process already holds it: nested job
@@ -189,4 +204,10 @@ class WorkdirLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def remote_lock_path(workdir: AnyPath) -> Path:
+    """The local lock file of a remote workdir (module docstring)."""
+    key = hashlib.sha256(str(workdir).rstrip("/").encode()).hexdigest()[:32]
+    return cache_root() / REMOTE_LOCKS_DIR / f"{key}.lock"
 

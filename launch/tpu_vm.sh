@@ -3,13 +3,15 @@
 #
 #   launch/tpu_vm.sh create  NAME ZONE ACCELERATOR [VERSION]   # e.g. v4-32 tpu-ubuntu2204-base
 #   launch/tpu_vm.sh setup   NAME ZONE                          # copy this checkout, make setup, on all workers
-#   launch/tpu_vm.sh run     NAME ZONE -- --gin_file=gin/train/minilm_scifact.gin --gin.WORKDIR="'gs://bucket/run'"
+#   launch/tpu_vm.sh run     NAME ZONE -- --gin_file=gin/encode/minilm.gin \
+#       --gin.DATA_DIR="'gs://bucket/data/scifact'" --gin.WORKDIR="'gs://bucket/encode_scifact'"
 #   launch/tpu_vm.sh delete  NAME ZONE
 #
 # Every worker runs the same command; IRJAX_DISTRIBUTED=auto makes irjax.main call
 # jax.distributed.initialize() with no arguments, which discovers the slice's hosts. Each host then
 # reads only its shard of the input, and only process 0 writes logs. Data: copy the collections to
-# each worker (setup does, from IRJAX_DATA_DIR when set locally) or point DATA_DIR at a mounted bucket.
+# each worker (setup does, from IRJAX_DATA_DIR when set locally) or point DATA_DIR at a gs:// folder
+# (needs gcsfs on the workers; README "Remote paths"). Training WORKDIRs must be local or mounted.
 # jax on TPU needs `pip install "jax[tpu]==0.10.2"` in place of the CPU jaxlib; setup does this.
 set -euo pipefail
 cmd=${1:?usage: launch/tpu_vm.sh create|setup|run|delete NAME ZONE ...}

@@ -37,3 +37,11 @@ def clean_gin():
     gin.clear_config()
     yield
     gin.clear_config()
+
+
+@pytest.fixture
+def memory_bucket(monkeypatch):
+    """A fresh `memory://BUCKET` URI: a remote filesystem for the test (tests/helpers/memory_fs.py)."""
+    from tests.helpers.memory_fs import serve_memory_scheme
+
+    yield from serve_memory_scheme(monkeypatch)

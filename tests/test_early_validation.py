@@ -12,12 +12,7 @@ from irjax import gin_config
 from irjax.choices import InvalidChoiceError
 from irjax.workdir import read_status
 
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 @pytest.fixture

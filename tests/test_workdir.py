@@ -22,19 +22,14 @@ from irjax.workdir_lock import WorkdirLock, WorkdirLockedError
 
 from test_main import write_tiny_collection
 
+pytestmark = pytest.mark.usefixtures("clean_gin")
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu",
            PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 HOLDER = ("import sys; from irjax.workdir_lock import WorkdirLock; "
           "WorkdirLock(sys.argv[1], command='holder-command --x').acquire(); "
           "print('locked', flush=True); sys.stdin.read()")
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 @pytest.fixture

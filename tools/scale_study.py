@@ -2,7 +2,7 @@
 corpus plus N distractor passages (tools/scale_corpus.py), for each N, with exact search and
 ScaNN over the same MiniLM embeddings. One command, resumable:
 
-    python tools/scale_study.py --workdir workdir/scale --sizes 10000,30000,100000,300000,1000000
+    python tools/scale_study.py --workdir workdir/scale --sizes 0,10000,30000,100000,300000,1000000
 
 1. builds WORKDIR/scifact_1m/ (SciFact + max(sizes) distractors) unless it exists;
 2. encodes it with the encode_corpus job into WORKDIR/encode/embeddings (resumes; --no-encode
@@ -137,14 +137,15 @@ def row(args: argparse.Namespace, corpus: Path, embeddings: Path, distractors: i
     documents = BASE_DOCS + distractors
     out = {"distractors": distractors, "documents": documents,
            "encode_docs_per_s": round(encode_rate(markers, documents), 1),
-           "embedding_mb": round(documents * 384 * 4 / 2**20, 1)}
+           "embedding_mb": round(documents * json.loads(
+               (embeddings / "manifest.json").read_text())["dim"] * 4 / 2**20, 1)}
     runs = {}
     for kind in KINDS:
         m = evaluate(args, corpus, embeddings, documents, kind)
         runs[kind] = args.workdir / "runs" / str(distractors) / kind / "run.trec"
         timings = m["timings"]
         out.update({f"{kind}_build_s": timings["index_build_s"],
-                    f"{kind}_qps": round(m["num_queries"] / max(timings["search_s"], 1e-9), 1),
+                    f"{kind}_qps": round(timings["search_queries_per_s"], 1),
                     f"{kind}_nDCG@10": round(m["metrics"]["nDCG@10"], 4),
                     f"{kind}_R@100": round(m["metrics"]["R@100"], 4),
                     f"{kind}_bytes_per_doc": round(m["index_bytes"] / documents, 1),
@@ -198,7 +199,9 @@ def plot(workdir: Path, rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=ROOT / "workdir" / "scale")
-    parser.add_argument("--sizes", default="10000,30000,100000,300000,1000000")
+    parser.add_argument("--sizes", default="0,10000,30000,100000,300000,1000000")
+    parser.add_argument("--corpus-distractors", type=int, default=1_000_000,
+                        help="distractors in the one corpus every size is a prefix of")
     parser.add_argument("--shard-size", type=int, default=16384)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-encode", action="store_true",
@@ -207,9 +210,12 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    corpus = args.workdir / f"scifact_{max(sizes) // 1000}k" if max(sizes) < 10**6 else \
-        args.workdir / f"scifact_{max(sizes) // 10**6}m"
-    info = build(corpus, max(sizes), args.seed)
+    if max(sizes) > args.corpus_distractors:
+        sys.exit(f"--sizes go up to {max(sizes)} but the corpus has --corpus-distractors "
+                 f"{args.corpus_distractors}")
+    n = args.corpus_distractors
+    corpus = args.workdir / (f"scifact_{n // 10**6}m" if n % 10**6 == 0 else f"scifact_{n}")
+    info = build(corpus, n, args.seed)
     print(f"corpus {corpus}: {json.dumps(info)}", flush=True)
     embeddings = encode(args, corpus)
     if args.encode_only:

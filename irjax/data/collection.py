@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from irjax.errors import UserError
+from irjax.paths import AnyPath, absolute, as_path
 
 from irjax.data.text import text_problem
 
@@ -44,7 +45,7 @@ class CollectionError(ValueError, UserError):
     """Bad collection input; the message names the file, the 1-based line and the field."""
 
 
-def _error(path: Path, line: int | None, message: str, field_name: str | None = None) -> CollectionError:
+def _error(path: AnyPath, line: int | None, message: str, field_name: str | None = None) -> CollectionError:
     where = f"{path}:{line}" if line is not None else str(path)
     what = f"field '{field_name}': " if field_name else ""
     return CollectionError(f"{where}: {what}{message}")
@@ -92,7 +93,7 @@ class LoadReport:
         return "\n".join(f"{n} {_ANOMALIES.get(k, k)}" for k, n in self.anomalies().items())
 
 
-def _read_lines(path: Path) -> tuple[list[str], bytes]:
+def _read_lines(path: AnyPath) -> tuple[list[str], bytes]:
     """Decodes a whole file strictly as UTF-8 and splits it on '\\n' only (JSON may hold U+2028)."""
     try:
         data = path.read_bytes()
@@ -115,7 +116,7 @@ def _read_lines(path: Path) -> tuple[list[str], bytes]:
     return lines, data
 
 
-def _json_object(path: Path, number: int, line: str) -> dict:
+def _json_object(path: AnyPath, number: int, line: str) -> dict:
     """One non-blank JSONL line as a JSON object, or an error naming file:line."""
     try:
         obj = json.loads(line)
@@ -128,7 +129,7 @@ def _json_object(path: Path, number: int, line: str) -> dict:
     return obj
 
 
-def _json_objects(path: Path, lines: list[str], counts: Counter, blank_key: str) -> Iterator[tuple[int, dict]]:
+def _json_objects(path: AnyPath, lines: list[str], counts: Counter, blank_key: str) -> Iterator[tuple[int, dict]]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             counts[blank_key] += 1
@@ -136,7 +137,7 @@ def _json_objects(path: Path, lines: list[str], counts: Counter, blank_key: str)
         yield number, _json_object(path, number, line)
 
 
-def _string(path: Path, number: int, obj: dict, key: str, default: str | None = None) -> str:
+def _string(path: AnyPath, number: int, obj: dict, key: str, default: str | None = None) -> str:
     if key not in obj:
         if default is not None:
             return default
@@ -152,7 +153,7 @@ def _string(path: Path, number: int, obj: dict, key: str, default: str | None = 
     return value
 
 
-def _plain_id(path: Path, number: int, obj: dict) -> str:
+def _plain_id(path: AnyPath, number: int, obj: dict) -> str:
     doc_id = _string(path, number, obj, "_id")
     if not doc_id or doc_id != doc_id.strip() or "\t" in doc_id:
         raise _error(path, number, f"{doc_id!r} must be non-empty without surrounding whitespace or "
@@ -160,12 +161,12 @@ def _plain_id(path: Path, number: int, obj: dict) -> str:
     return doc_id
 
 
-def duplicate_id_error(path: Path, number: int, doc_id: str, first: int) -> CollectionError:
+def duplicate_id_error(path: AnyPath, number: int, doc_id: str, first: int) -> CollectionError:
     return _error(path, number, f"duplicate id {doc_id!r}, first seen on line {first}; ids must be "
                   "unique, remove or rename one of them", "_id")
 
 
-def _identifier(path: Path, number: int, obj: dict, seen: dict[str, int]) -> str:
+def _identifier(path: AnyPath, number: int, obj: dict, seen: dict[str, int]) -> str:
     doc_id = _plain_id(path, number, obj)
     if doc_id in seen:
         raise duplicate_id_error(path, number, doc_id, seen[doc_id])
@@ -173,19 +174,19 @@ def _identifier(path: Path, number: int, obj: dict, seen: dict[str, int]) -> str
     return doc_id
 
 
-def parse_document(path: Path, number: int, line: str) -> Document:
+def parse_document(path: AnyPath, number: int, line: str) -> Document:
     """One non-blank corpus.jsonl line as a Document, checked as the whole-file loader checks it
     (the caller checks ids for duplicates); errors name file:line and field."""
     obj = _json_object(path, number, line)
     return _document(path, number, obj, _plain_id(path, number, obj))
 
 
-def _document(path: Path, number: int, obj: dict, doc_id: str) -> Document:
+def _document(path: AnyPath, number: int, obj: dict, doc_id: str) -> Document:
     return Document(doc_id, _string(path, number, obj, "title", default=""),
                     _string(path, number, obj, "text"))
 
 
-def _parse_corpus(path: Path) -> tuple[list[Document], Counter, str]:
+def _parse_corpus(path: AnyPath) -> tuple[list[Document], Counter, str]:
     lines, data = _read_lines(path)
     counts: Counter = Counter(blank_lines_corpus=0, documents_with_empty_text_but_title=0, empty_documents=0)
     seen: dict[str, int] = {}
@@ -202,7 +203,7 @@ def _parse_corpus(path: Path) -> tuple[list[Document], Counter, str]:
     return documents, counts, hashlib.sha256(data).hexdigest()
 
 
-def _parse_queries(path: Path) -> tuple[dict[str, str], Counter]:
+def _parse_queries(path: AnyPath) -> tuple[dict[str, str], Counter]:
     lines, _ = _read_lines(path)
     counts: Counter = Counter(blank_lines_queries=0)
     seen: dict[str, int] = {}
@@ -220,7 +221,7 @@ def _parse_queries(path: Path) -> tuple[dict[str, str], Counter]:
     return queries, counts
 
 
-def _parse_qrels(path: Path) -> tuple[dict[str, dict[str, int]], Counter, dict[tuple[str, str], int]]:
+def _parse_qrels(path: AnyPath) -> tuple[dict[str, dict[str, int]], Counter, dict[tuple[str, str], int]]:
     """Returns qrels, counts and the line of each (query, document) pair for later cross-checks."""
     lines, _ = _read_lines(path)
     expected = "\t".join(QRELS_HEADER)
@@ -265,23 +266,28 @@ def _parse_qrels(path: Path) -> tuple[dict[str, dict[str, int]], Counter, dict[t
 
 def load_corpus(path: str | os.PathLike) -> list[Document]:
     """Documents of a corpus.jsonl in file order."""
-    return _parse_corpus(Path(path))[0]
+    return _parse_corpus(as_path(path))[0]
 
 
 def load_queries(path: str | os.PathLike) -> dict[str, str]:
     """All queries of a queries.jsonl, id -> text, in file order."""
-    return _parse_queries(Path(path))[0]
+    return _parse_queries(as_path(path))[0]
 
 
 def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """Judgments of one qrels .tsv: query id -> {document id: grade}."""
-    return _parse_qrels(Path(path))[0]
+    return _parse_qrels(as_path(path))[0]
 
 
 def available_splits(path: str | os.PathLike) -> list[str]:
     """Names of the qrels/<split>.tsv files of a collection folder, sorted."""
-    qrels_dir = Path(path) / "qrels"
-    return sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
+    qrels_dir = as_path(path) / "qrels"
+    if not qrels_dir.is_dir():
+        return []
+    if isinstance(qrels_dir, Path):
+        return sorted(p.stem for p in qrels_dir.glob("*.tsv"))
+    # etils' glob is not used on remote folders: its fsspec backend may drop the URI prefix
+    return sorted(p.stem for p in qrels_dir.iterdir() if p.name.endswith(".tsv") and p.stem)
 
 
 @dataclass(frozen=True, repr=False)
@@ -290,7 +296,7 @@ class Collection:
 
     name: str
     split: str
-    path: Path
+    path: AnyPath  # a local folder or a URI (irjax/paths.py)
     documents: Sequence[Document]  # a list, or StreamedDocuments read from disk
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
@@ -327,7 +333,7 @@ class Collection:
         return self._corpus_sha256  # type: ignore[return-value]
 
 
-def _unknown(path: Path, line_of: dict[tuple[str, str], int], position: int, known: set[str] | dict[str, str],
+def _unknown(path: AnyPath, line_of: dict[tuple[str, str], int], position: int, known: set[str] | dict[str, str],
              kind: str, column: str, source: str) -> None:
     """Rejects qrels naming ids absent from `source`, citing the first such line and how many there are."""
     bad = [(line, pair[position]) for pair, line in line_of.items() if pair[position] not in known]
@@ -347,7 +353,7 @@ def load_collection(path: str | os.PathLike, split: str, streamed: bool = False,
     far larger than memory can be evaluated and each process reads only its own rows.
     `max_documents` (streamed only) keeps the corpus's first documents: a prefix of one large
     file serves every corpus size of a scaling study, and its embeddings are a prefix too."""
-    root = Path(os.path.abspath(path))
+    root = absolute(path)
     if not root.is_dir():
         raise CollectionError(f"{root}: not a directory; pass the folder holding corpus.jsonl, "
                               "queries.jsonl and qrels/")

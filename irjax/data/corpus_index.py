@@ -7,6 +7,15 @@ result is cached (under $IRJAX_CACHE_DIR/corpus_index/) with the file's size, mt
 so later opens cost a few array loads; a changed file is indexed again. A process then reads
 only the rows it owns (`read(start, stop)`): one contiguous byte range, parsed line by line,
 errors still naming file:line.
+
+A corpus.jsonl on a remote filesystem (gs://, s3://: irjax/paths.py) is read the same way, by
+ranged reads, and its index is cached locally like any other. Object stores may report no
+modification time (etils gives 0 for s3 and fsspec's memory filesystem; GCS gives seconds), so
+a remote file's stamp is its size, its modification time when known, and the sha256 of its first
+and last MiB (`_EDGE` bytes): two small ranged reads instead of reading the whole corpus on every
+open, as a full sha256 would. What that misses is a rewrite that keeps the size, both ends and
+(where there is one) the modification second; delete the cache folder
+($IRJAX_CACHE_DIR/corpus_index/) after rewriting a remote corpus in place that way.
 """
 from __future__ import annotations
 
@@ -23,28 +32,41 @@ import numpy as np
 from irjax.data.collection import (CollectionError, Document, duplicate_id_error,
                                    parse_document)
 from irjax.files import atomic_directory, cache_root
+from irjax.paths import AnyPath, absolute, file_size, modified_time
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 _BLOCK = 1 << 24
 _ARRAYS = ("offsets", "ends", "lines", "id_offsets")
+_EDGE = 1 << 20
 
 
 def _id_hash(doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def _file_stamp(path: Path) -> dict[str, int]:
-    stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def _file_stamp(path: AnyPath) -> dict[str, int | str]:
+    """What tells a changed file from the one indexed (module docstring)."""
+    if isinstance(path, Path):
+        stat = path.stat()
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    size = file_size(path)
+    edges = hashlib.sha256()
+    with path.open("rb") as f:
+        edges.update(f.read(_EDGE))
+        if size > _EDGE:
+            f.seek(max(_EDGE, size - _EDGE))
+            edges.update(f.read(_EDGE))
+    return {"size": size, "mtime": int(modified_time(path) or 0),
+            "edges_sha256": edges.hexdigest()}
 
 
-def _lines(path: Path, digest: "hashlib._Hash") -> Iterator[tuple[int, int, bytes]]:
+def _lines(path: AnyPath, digest: "hashlib._Hash") -> Iterator[tuple[int, int, bytes]]:
     """(1-based line number, byte offset, line bytes without the newline) of every line; the
     file's bytes go through `digest` as they are read."""
     number, offset, tail = 0, 0, b""
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         while block := f.read(_BLOCK):
             digest.update(block)
             block = tail + block
@@ -62,7 +84,7 @@ def _lines(path: Path, digest: "hashlib._Hash") -> Iterator[tuple[int, int, byte
 class CorpusIndex:
     """Offsets, line numbers and ids of every document of one corpus.jsonl (module docstring)."""
 
-    def __init__(self, path: Path, arrays: dict[str, np.ndarray], id_blob: bytes, sha256: str,
+    def __init__(self, path: AnyPath, arrays: dict[str, np.ndarray], id_blob: bytes, sha256: str,
                  counts: dict[str, int]):
         self.path = path
         self.offsets, self.ends = arrays["offsets"], arrays["ends"]
@@ -80,7 +102,7 @@ class CorpusIndex:
     def open(cls, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None
              ) -> "CorpusIndex":
         """The index of `path`, from the cache when the file is unchanged, else built and cached."""
-        path = Path(os.path.abspath(path))
+        path = absolute(path)
         if not path.is_file():
             raise CollectionError(f"{path}: file not found; a BEIR collection folder needs "
                                   "corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
@@ -97,7 +119,7 @@ class CorpusIndex:
         return index
 
     @classmethod
-    def build(cls, path: Path) -> "CorpusIndex":
+    def build(cls, path: AnyPath) -> "CorpusIndex":
         offsets, ends, lines, id_offsets = array("q"), array("q"), array("q"), array("q", [0])
         hashes = array("Q")
         blob = bytearray()
@@ -149,7 +171,8 @@ class CorpusIndex:
                                          int(self.lines[a]))
 
     @classmethod
-    def _load(cls, folder: Path, path: Path, stamp: dict[str, int]) -> "CorpusIndex | None":
+    def _load(cls, folder: Path, path: AnyPath, stamp: dict[str, int | str]
+              ) -> "CorpusIndex | None":
         try:
             meta = json.loads((folder / "meta.json").read_text())
             if meta.get("format") != FORMAT or meta.get("path") != str(path) or \
@@ -164,7 +187,7 @@ class CorpusIndex:
             return None
         return cls(path, arrays, blob, meta["sha256"], meta["counts"])
 
-    def _save(self, folder: Path, stamp: dict[str, int]) -> None:
+    def _save(self, folder: Path, stamp: dict[str, int | str]) -> None:
         try:
             with atomic_directory(folder) as tmp:
                 for name in _ARRAYS:
@@ -216,7 +239,7 @@ class CorpusIndex:
             raise IndexError(f"rows [{start}, {stop}) outside the corpus of {len(self)} documents")
         if start == stop:
             return []
-        with open(self.path, "rb") as f:
+        with self.path.open("rb") as f:
             f.seek(int(self.offsets[start]))
             data = f.read(int(self.ends[stop - 1]) - int(self.offsets[start]))
         base = int(self.offsets[start])

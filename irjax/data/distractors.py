@@ -16,7 +16,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -129,11 +129,3 @@ def write_corpus(path: Path, documents: Iterable[Document]) -> int:
                                ensure_ascii=False) + "\n")
             n += 1
     return n
-
-
-def check_disjoint(ids: Sequence[str], other_ids: Iterable[str]) -> None:
-    """Refuses distractor ids that collide with the studied collection's ids."""
-    clash = set(ids) & set(other_ids)
-    if clash:
-        raise ValueError(f"distractor ids collide with the collection's ids, e.g. "
-                         f"{sorted(clash)[:5]}; change ID_PREFIX")

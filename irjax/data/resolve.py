@@ -12,6 +12,10 @@ source, which the machines irjax was developed on could not do. Rather than inve
 unverified download warns loudly (logger and `warnings`) with the sha256 it computed and writes
 it into the dataset folder as `irjax_download.json` (`{"url", "sha256", "verified": false, ...}`);
 compare it with a trusted copy, then pin it here or pass `sha256=...`.
+
+A URI (gs://bucket/scifact: irjax/paths.py) is taken as the dataset folder as it is, and a URI
+in `data_dir` / $IRJAX_DATA_DIR is a remote folder of dataset folders; both are read in place.
+Downloads always land in the local cache.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from pathlib import Path
 from irjax.data.collection import Collection, load_collection
 from irjax.errors import MissingFileError, UserError
 from irjax.files import atomic_directory, atomic_write_text
+from irjax.paths import AnyPath, as_path, is_uri
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +70,23 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
-def _missing_files(folder: Path) -> list[str]:
+def _missing_files(folder: AnyPath) -> list[str]:
     return [name for name in REQUIRED_FILES if not (folder / name).is_file()]
 
 
-def _checked(folder: Path, how: str) -> Path:
+def _folder(text: str) -> AnyPath:
+    """A local folder (`~` expanded) or a remote one, named by a path or a URI."""
+    return as_path(text) if is_uri(text) else Path(text).expanduser()
+
+
+def _checked(folder: AnyPath, how: str) -> AnyPath:
     """A found folder must be a BEIR collection; a broken one is reported rather than skipped."""
     missing = _missing_files(folder)
     if missing:
         raise DatasetNotFoundError(
             f"{folder} (found via {how}) is not a BEIR collection: missing {', '.join(missing)}; it needs "
             f"{' and '.join(REQUIRED_FILES)} plus qrels/<split>.tsv. Fix or remove that folder.")
-    return folder.resolve()
+    return folder.resolve() if isinstance(folder, Path) else folder
 
 
 def _is_plain_name(text: str) -> bool:
@@ -84,11 +94,18 @@ def _is_plain_name(text: str) -> bool:
 
 
 def resolve_dataset(name_or_path: str | os.PathLike, *, data_dir: str | None = None, cache_dir: str | None = None,
-                    download: bool = False, url: str | None = None, sha256: str | None = None) -> Path:
+                    download: bool = False, url: str | None = None, sha256: str | None = None
+                    ) -> AnyPath:
     """Absolute path of a BEIR folder holding corpus.jsonl and queries.jsonl (see module doc for order)."""
     text = os.fspath(name_or_path)
     if not text.strip():
         raise DatasetNotFoundError("empty dataset name; pass a dataset name such as 'scifact' or a folder path")
+    if is_uri(text):  # a remote folder, taken as it is
+        if not as_path(text).is_dir():
+            raise DatasetNotFoundError(f"dataset folder {text} does not exist (or is not a folder); "
+                                       "pass the URI of a folder holding corpus.jsonl, "
+                                       "queries.jsonl and qrels/<split>.tsv")
+        return _checked(as_path(text), "the URI given")
     looked: list[str] = []
     if Path(text).expanduser().is_dir():
         return _checked(Path(text).expanduser(), "the path given")
@@ -101,7 +118,7 @@ def resolve_dataset(name_or_path: str | os.PathLike, *, data_dir: str | None = N
     root = data_dir or os.environ.get("IRJAX_DATA_DIR")
     source = "data_dir" if data_dir else "$IRJAX_DATA_DIR"
     if root:
-        candidate = Path(root).expanduser() / name
+        candidate = _folder(root) / name
         if candidate.is_dir():
             return _checked(candidate, source)
         looked.append(f"{candidate} ({source})")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Mapping
 
 from irjax.data.text import check_text
 from irjax.errors import InputFileError, MissingFileError
 from irjax.files import atomic_write_text
+from irjax.paths import AnyPath, as_path
 
 Run = dict[str, dict[str, float]]
 """query id -> {doc id: score}; higher scores rank first."""
@@ -73,12 +73,13 @@ def format_trec_run(run: Mapping[str, Mapping[str, float]], tag: str = "irjax") 
     return "".join(lines)
 
 
-def write_trec_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, tag: str = "irjax") -> Path:
+def write_trec_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike,
+                   tag: str = "irjax") -> AnyPath:
     """Writes `run` atomically as a TREC run file, so a crash never leaves a truncated run behind."""
     return atomic_write_text(path, format_trec_run(run, tag))
 
 
-def _fields(path: Path, lineno: int, line: str, expected: int, layout: str) -> list[str]:
+def _fields(path: AnyPath, lineno: int, line: str, expected: int, layout: str) -> list[str]:
     fields = line.split()
     if len(fields) != expected:
         raise InputFileError(f"{path}:{lineno}: expected {expected} whitespace-separated fields "
@@ -88,10 +89,10 @@ def _fields(path: Path, lineno: int, line: str, expected: int, layout: str) -> l
     return fields
 
 
-def _lines(path: str | os.PathLike) -> tuple[Path, list[str]]:
-    path = Path(path)
+def _lines(path: str | os.PathLike) -> tuple[AnyPath, list[str]]:
+    path = as_path(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with path.open(encoding="utf-8") as f:
             return path, f.readlines()
     except FileNotFoundError:
         raise MissingFileError(f"{path}: no such file") from None
@@ -141,7 +142,7 @@ def format_trec_qrels(qrels: Mapping[str, Mapping[str, int]]) -> str:
     return "".join(lines)
 
 
-def write_trec_qrels(qrels: Mapping[str, Mapping[str, int]], path: str | os.PathLike) -> Path:
+def write_trec_qrels(qrels: Mapping[str, Mapping[str, int]], path: str | os.PathLike) -> AnyPath:
     """Writes `qrels` atomically in TREC qrels format (readable by trec_eval and ir-measures)."""
     return atomic_write_text(path, format_trec_qrels(qrels))
 

@@ -1,14 +1,14 @@
 """End-to-end evaluation: collection -> retriever -> run -> metrics -> files in a workdir.
 
 Every run writes WORKDIR/metrics.json (`{"metrics": {...}, "dataset", "split", "model", ...}`,
-metric keys being ir-measures names), WORKDIR/run.trec and WORKDIR/per_query.jsonl.
+metric keys being ir-measures names), WORKDIR/run.trec and WORKDIR/per_query.jsonl. WORKDIR and
+the dataset may be local paths or URIs (gs://...: irjax/paths.py).
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from irjax.data.collection import Collection
@@ -19,6 +19,7 @@ from irjax.retrieval.base import Retriever
 from irjax.data.runs import write_trec_run
 from irjax.files import atomic_write_text
 from irjax.parallel.processes import is_logging_process
+from irjax.paths import AnyPath, as_path
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 def evaluate_on_collection(
     collection: Collection,
     retriever: Retriever,
-    workdir: str | Path,
+    workdir: str | AnyPath,
     top_k: int = 100,
     measures: Sequence[str] = DEFAULT_MEASURES,
 ) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def evaluate_on_collection(
 
     Every process takes part in retrieval (a retriever may split the work over them) and gets
     the same record back; only process 0 writes files."""
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     queries = collection.eval_queries()
     log.info("%s on %s/%s: %d queries, %d documents", retriever.name, collection.name,
              collection.split, len(queries), len(collection.documents))
@@ -65,12 +66,12 @@ def evaluate_on_collection(
 
 
 def periodic_evaluation(collection: Collection, retriever_for: Callable[[Any], Retriever],
-                        workdir: str | Path) -> Callable[[Any, int], dict[str, float]]:
+                        workdir: str | AnyPath) -> Callable[[Any, int], dict[str, float]]:
     """`(params, step) -> metrics` for a trainer's periodic evaluation: the retriever of those
     params through the same evaluation as every run, into WORKDIR/step_<step>/."""
     def evaluate(params: Any, step: int) -> dict[str, float]:
         record = evaluate_on_collection(collection, retriever_for(params),
-                                        Path(workdir) / f"step_{step}")
+                                        as_path(workdir) / f"step_{step}")
         return record["metrics"]
 
     return evaluate
@@ -111,11 +112,11 @@ def compare_retrievers(
     """Runs several retrievers on the same collection, each into WORKDIR/<name>/, and writes a
     side-by-side table to WORKDIR/comparison.md and WORKDIR/comparison.json."""
     collection = open_collection(dataset, split, data_dir, download, streamed=streamed)
-    records = [evaluate_on_collection(collection, r, Path(workdir) / name, top_k)
+    records = [evaluate_on_collection(collection, r, as_path(workdir) / name, top_k)
                for name, r in retrievers.items()]
     if is_logging_process():
         table = comparison_table(records)
         print(table)
-        atomic_write_text(Path(workdir) / "comparison.md", table + "\n")
-        atomic_write_text(Path(workdir) / "comparison.json", json.dumps(records, indent=2) + "\n")
+        atomic_write_text(as_path(workdir) / "comparison.md", table + "\n")
+        atomic_write_text(as_path(workdir) / "comparison.json", json.dumps(records, indent=2) + "\n")
     return records

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import operator
 import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import ir_measures
@@ -28,6 +27,7 @@ import ir_measures
 from irjax.data.runs import Qrels, Run, rank_documents
 from irjax.data.text import text_problem
 from irjax.files import atomic_write_text
+from irjax.paths import AnyPath, as_path
 
 DEFAULT_MEASURES: tuple[str, ...] = ("nDCG@10", "R@10", "R@100", "RR@10")
 
@@ -149,13 +149,13 @@ def evaluate_run(
     )
 
 
-def save_per_query(result: EvalResult, path: str | os.PathLike) -> Path:
+def save_per_query(result: EvalResult, path: str | os.PathLike) -> AnyPath:
     """Writes per-query scores atomically, one query per line, sorted by query id.
 
     `.jsonl` gives `{"query_id": ..., "<measure>": value, ...}` objects; `.tsv` gives a table whose
     header is `query_id` followed by the measure names. Values keep full float precision.
     """
-    path = Path(path)
+    path = as_path(path)
     rows = sorted(result.per_query.items())
     if path.suffix == ".jsonl":
         text = "".join(json.dumps({"query_id": qid, **scores}) + "\n" for qid, scores in rows)
@@ -174,9 +174,9 @@ def save_per_query(result: EvalResult, path: str | os.PathLike) -> Path:
 
 def load_per_query(path: str | os.PathLike) -> dict[str, dict[str, float]]:
     """Reads back a `.jsonl` file written by `save_per_query` (e.g. for significance tests)."""
-    path = Path(path)
+    path = as_path(path)
     per_query: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as f:
+    with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -8,6 +8,13 @@ reads only the file names irjax's writer produces; nothing is unpickled).
 
 Backends implement `_build`, `_search`, `_save_data` and `_load_data`; validation, ids, atomic
 saving and load-time checks live here so every backend fails the same clear way on bad input.
+
+An index directory may be a URI (gs://...: irjax/paths.py). Saving builds it in a local staging
+folder and uploads it with the manifest last (files.atomic_directory), so every backend writes
+local files as always. Loading copies the files the manifest lists into a local folder first,
+$IRJAX_CACHE_DIR/remote_indexes/<URI and manifest digest>/ (checking each against the
+manifest), and loads from there: faiss and ScaNN read local files only, and one code path
+keeps every backend's checks the same. A copy is reused while the remote manifest is unchanged.
 """
 from __future__ import annotations
 
@@ -18,18 +25,27 @@ import hashlib
 import importlib
 import inspect
 import json
+import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from irjax.errors import MissingFileError, UserError
-from irjax.files import atomic_directory, atomic_write_text, sha256_file
+from irjax.files import (atomic_directory, atomic_write_text, cache_root, copy_file,
+                         published_mode, remove_orphan_temporaries, sha256_file,
+                         temporary_prefix)
+from irjax.paths import AnyPath, as_path
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 IDS_NAME = "ids.json"
+REMOTE_COPIES = "remote_indexes"
 METRICS = ("dot", "cosine")
 _MANIFEST_KEYS = ("format_version", "kind", "dimension", "count", "metric", "ids_sha256",
                   "files", "options", "build_params")
@@ -173,7 +189,7 @@ class Index(abc.ABC):
         """Writes the index and a manifest atomically: a crash leaves either the old directory or
         the complete new one, never a mixture."""
         self._require_built()
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, last=(MANIFEST_NAME,)) as tmp:
             self._save_data(tmp)
             atomic_write_text(tmp / IDS_NAME, json.dumps(self._ids, ensure_ascii=False))
             files = {path.relative_to(tmp).as_posix(): {"sha256": sha256_file(path),
@@ -189,12 +205,15 @@ class Index(abc.ABC):
     def load(cls, directory: str | os.PathLike, expected_dim: int | None = None,
              expected_ids_checksum: str | None = None) -> "Index":
         """Loads a saved index after verifying every file against the manifest; the optional
-        expectations reject an intact index that belongs to a different model or corpus."""
-        directory = Path(directory)
+        expectations reject an intact index that belongs to a different model or corpus.
+        A remote index is loaded from a local copy (module docstring)."""
+        directory = as_path(directory)
         manifest = read_manifest(directory)
         if manifest["kind"] != cls.kind:
             raise IndexIntegrityError(f"{directory} holds a {manifest['kind']!r} index, not "
                                       f"{cls.kind!r}; load it with irjax.index.base.load_index")
+        if not isinstance(directory, Path):
+            directory = local_copy(directory, manifest)
         verify_files(directory, manifest, (IDS_NAME, *cls.required_files))
         ids = _read_ids(directory, manifest)
         if expected_ids_checksum is not None and manifest["ids_sha256"] != expected_ids_checksum:
@@ -287,8 +306,8 @@ def _normalise(matrix: np.ndarray, name: str) -> np.ndarray:
 
 # -- manifest verification -----------------------------------------------------------------------
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    """The parsed manifest of a saved index, with its structure checked."""
-    directory = Path(directory)
+    """The parsed manifest of a saved index (local or remote), with its structure checked."""
+    directory = as_path(directory)
     if not directory.is_dir():
         raise MissingFileError(f"no index directory at {directory}")
     path = directory / MANIFEST_NAME
@@ -324,10 +343,7 @@ def verify_files(directory: Path, manifest: dict[str, Any], required: Sequence[s
             raise IndexIntegrityError(f"{directory}/{MANIFEST_NAME} does not list required file "
                                       f"{name!r}; the manifest was edited; rebuild the index")
     for name, record in files.items():
-        rel = Path(name)
-        if rel.is_absolute() or ".." in rel.parts or name == MANIFEST_NAME:
-            raise IndexIntegrityError(f"manifest lists an illegal file path {name!r}")
-        path = directory / rel
+        path = directory / _listed(name)
         if not path.is_file():
             raise IndexIntegrityError(f"{path} is missing (listed in {MANIFEST_NAME}); the "
                                       "index is incomplete; rebuild it")
@@ -339,6 +355,55 @@ def verify_files(directory: Path, manifest: dict[str, Any], required: Sequence[s
         if sha256_file(path) != record.get("sha256"):
             raise IndexIntegrityError(f"{path} fails its sha256 check (corrupted or modified); "
                                       "rebuild the index")
+
+
+def _listed(name: str) -> Path:
+    """A file name from a manifest, refused if it could point outside the index directory."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or name == MANIFEST_NAME:
+        raise IndexIntegrityError(f"manifest lists an illegal file path {name!r}")
+    return rel
+
+
+def local_copy(directory: AnyPath, manifest: dict[str, Any]) -> Path:
+    """A local folder holding the files `manifest` lists of the remote index `directory`,
+    each checked against its sha256 (module docstring). Copied into a temporary folder that is
+    renamed into place, so a copy that exists is complete; when two processes copy at once, the
+    first rename wins and the other's copy is dropped."""
+    text = json.dumps(manifest, indent=2, sort_keys=True)
+    key = (hashlib.sha256(str(directory).encode()).hexdigest()[:16] + "-"
+           + hashlib.sha256(text.encode()).hexdigest()[:16])
+    target = cache_root() / REMOTE_COPIES / key
+    if (target / MANIFEST_NAME).is_file():
+        return target
+    names = {name: _listed(name) for name in manifest["files"]}
+    log.info("copying remote index %s to %s (faiss and ScaNN read local files only)",
+             directory, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temporaries(target.parent, name=target.name)
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(target.name), suffix=".tmp",
+                                    dir=target.parent))
+    try:
+        for name, rel in names.items():
+            try:
+                copy_file(directory / rel.as_posix(), staging / rel)
+            except FileNotFoundError:
+                raise IndexIntegrityError(f"{directory}/{name} is missing (listed in "
+                                          f"{MANIFEST_NAME}); the index is incomplete; rebuild "
+                                          "it") from None
+            if sha256_file(staging / rel) != manifest["files"][name].get("sha256"):
+                raise IndexIntegrityError(f"{directory}/{name} fails its sha256 check "
+                                          "(corrupted or modified); rebuild the index")
+        atomic_write_text(staging / MANIFEST_NAME, text)
+        os.chmod(staging, published_mode(directory=True))
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / MANIFEST_NAME).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _read_ids(directory: Path, manifest: dict[str, Any]) -> list[str]:

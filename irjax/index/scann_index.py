@@ -4,11 +4,14 @@ reordering), with parameters derived from the corpus size so callers rarely need
 Parameter plan (`plan_scann`), for n vectors:
   * n < brute_force_below (default 1,024): exact float32 brute force; AH codebooks need more
     points than that to train, and scanning a thousand vectors costs microseconds.
-  * n < tree_above (default 20,000, ScaNN's own guidance): no partitioning tree; asymmetric
-    hashing scores every point, then the best reorder_num_neighbors are rescored exactly.
-    Measured on SciFact (5,183 all-MiniLM-L6-v2 vectors): recall@10 1.000 and recall@100 0.9998
-    against exact, nDCG@10 equal to exact; a sqrt(n) tree at this size lost ~1-2% nDCG@10 even
-    searching 40% of its leaves, because the clusters of real text embeddings are weak.
+  * n < tree_above (default 100,000, ScaNN's guidance: AH + rescoring below 100k points,
+    partitioning above): no partitioning tree; asymmetric hashing scores every point, then the
+    best reorder_num_neighbors are rescored exactly. Measured on SciFact (5,183 all-MiniLM-L6-v2
+    vectors): recall@10 1.000 and recall@100 0.9998 against exact, nDCG@10 equal to exact; a
+    sqrt(n) tree at this size lost ~1-2% nDCG@10 even searching 40% of its leaves, because the
+    clusters of real text embeddings are weak. The scaling study (tools/scale_study.py) showed
+    the same at 35,183 passages with the old 20,000 threshold: a 187-leaf tree searching 15%
+    gave recall@10 0.957 and nDCG@10 0.5724 against exact search's 0.5926.
   * otherwise a tree with num_leaves = round(sqrt(n)) (ScaNN's rule of thumb), capped so leaves
     average at least 50 points. leaves_to_search = 15% of the leaves, raised if needed so that at
     least ~2,048 points are scored per query. Measured recall@10 on clustered unit vectors
@@ -64,7 +67,7 @@ class ScannPlan:
 def plan_scann(count: int, mode: str = "auto", num_leaves: int | None = None,
                leaves_to_search: int | None = None, reorder_num_neighbors: int = 400,
                search_fraction: float = 0.15, brute_force_below: int = 1024,
-               tree_above: int = 20_000) -> ScannPlan:
+               tree_above: int = 100_000) -> ScannPlan:
     """Chooses tree/AH/reorder parameters for `count` vectors (see the module docstring)."""
     if mode not in MODES:
         raise ValueError(f"unknown ScaNN mode {mode!r}; choose one of {list(MODES)}")
@@ -161,7 +164,8 @@ class ScannIndex(Index):
     def __init__(self, metric: str = "dot", mode: str = "auto", num_leaves: int | None = None,
                  leaves_to_search: int | None = None, reorder_num_neighbors: int = 400,
                  search_fraction: float = 0.15, brute_force_below: int = 1024,
-                 tree_above: int = 20_000, dimensions_per_block: int = 2, anisotropic_threshold: float = 0.2) -> None:
+                 tree_above: int = 100_000, dimensions_per_block: int = 2,
+                 anisotropic_threshold: float = 0.2) -> None:
         super().__init__(metric)
         if mode not in MODES:
             raise ValueError(f"unknown ScaNN mode {mode!r}; choose one of {list(MODES)}")

@@ -6,19 +6,21 @@ per-part top-k lists are merged: by descending score, ties by ascending corpus r
 index orders ties the same way, so a sharded exact search returns exactly what one exact index
 over the whole corpus returns. A part may cover any set of rows (a process owns every P-th
 embedding shard); each part is saved with the ordinary index manifest in its own folder, and
-`shards.json` records which corpus rows each part holds, as [start, stop) ranges.
+`shards.json` records which corpus rows each part holds, as [start, stop) ranges. The directory
+may be a URI (gs://...): parts are saved and loaded as any index is (index/base.py), and
+shards.json, written after every part, is what tells a reader the whole index is there.
 """
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from irjax.files import atomic_write_text
 from irjax.index.base import Index, IndexIntegrityError, create_index, index_class, load_index
+from irjax.paths import AnyPath, as_path
 
 SHARDS_FILE = "shards.json"
 
@@ -94,7 +96,7 @@ class ShardedIndex:
         """Saves each part to DIRECTORY/part-NNNNN/ and (when `write_manifest`) shards.json
         listing them. With several processes, each saves its own parts and one writes the
         merged list (`write_shards_file`)."""
-        directory = Path(directory)
+        directory = as_path(directory)
         for part, (_, index) in sorted(self.parts.items()):
             index.save(directory / f"part-{part:05d}")
         if write_manifest:
@@ -105,7 +107,7 @@ class ShardedIndex:
     def load(cls, directory: str | os.PathLike, parts: Sequence[int] | None = None
              ) -> "ShardedIndex":
         """Loads the listed parts (default: all in shards.json), each verified by its manifest."""
-        directory = Path(directory)
+        directory = as_path(directory)
         try:
             listing = json.loads((directory / SHARDS_FILE).read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -126,11 +128,11 @@ class ShardedIndex:
         return out
 
 
-def write_shards_file(directory: Path, kind: str, metric: str, options: dict[str, Any],
+def write_shards_file(directory: str | AnyPath, kind: str, metric: str, options: dict[str, Any],
                       parts: dict[int, np.ndarray]) -> None:
     """shards.json: kind, metric, options and each part's corpus rows as [start, stop) ranges;
     written last, so its presence means every listed part was saved."""
-    atomic_write_text(Path(directory) / SHARDS_FILE, json.dumps({
+    atomic_write_text(as_path(directory) / SHARDS_FILE, json.dumps({
         "kind": kind, "metric": metric, "options": options,
         "parts": {str(p): {"rows": _ranges(np.asarray(rows, np.int64)), "count": len(rows)}
                   for p, rows in sorted(parts.items())}}, indent=2) + "\n")

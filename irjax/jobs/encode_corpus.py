@@ -7,14 +7,14 @@ device of the job, resumable (pyserini's sharded encoding, t5x's chunked inferen
 The corpus is streamed: each process reads only the rows of its shards (shard s belongs to
 process s % P). Killed, the same command continues at the first incomplete shard and writes
 byte-identical shards. Evaluation and indexing jobs read the shards from there
-(`EmbeddingShards.open`).
+(`EmbeddingShards.open`). WORKDIR, `output` and the dataset may be URIs (gs://...): a pod's
+processes then write their shards straight to the bucket.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -23,6 +23,7 @@ from irjax.data.resolve import open_collection
 from irjax.files import atomic_write_text
 from irjax.models.dual_encoder import TextEncoder
 from irjax.parallel.processes import is_logging_process
+from irjax.paths import as_path
 from irjax.retrieval.corpus_encoding import DTYPES
 from irjax.retrieval.distributed import DEFAULT_SHARD_SIZE, encode_corpus_shards
 from irjax.retrieval.mesh_encoding import mesh_text_encoder
@@ -42,7 +43,7 @@ def encode_corpus(dataset: str, workdir: str, encoder: TextEncoder, split: str =
         raise ValueError(f"encode_corpus.dtype must be one of {DTYPES}, got {dtype!r}")
     start = time.perf_counter()
     collection = open_collection(dataset, split, data_dir, streamed=True)
-    directory = Path(output) if output else Path(workdir) / "embeddings"
+    directory = as_path(output) if output else as_path(workdir) / "embeddings"
     shards, stats = encode_corpus_shards(
         collection, mesh_text_encoder(encoder, per_device_batch), directory,
         model=encoder.fingerprint, dim=encoder.dim, dtype=dtype, shard_size=shard_size,
@@ -54,6 +55,6 @@ def encode_corpus(dataset: str, workdir: str, encoder: TextEncoder, split: str =
                "processes": jax.process_count(), "devices": jax.device_count(),
                "seconds": round(time.perf_counter() - start, 2), **stats}
     if is_logging_process():
-        atomic_write_text(Path(workdir) / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(as_path(workdir) / SUMMARY, json.dumps(summary, indent=2) + "\n")
         log.info("encoded %s: %s", collection.name, json.dumps(stats))
     return summary

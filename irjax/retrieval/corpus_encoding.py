@@ -14,10 +14,18 @@ writes it under temporary names, then the marker. A shard with a valid marker is
 again, so after `kill -9` the same command continues at the first incomplete shard; because
 encoding is deterministic (mesh_encoding.py), the shards it writes are byte-identical to those
 of an uninterrupted run.
+
+OUT may be a URI (gs://bucket/emb: irjax/paths.py): each file is uploaded under a temporary
+name and renamed, which is not atomic on an object store, so what makes a remote shard safe to
+read is its marker, written after its files and checked on every read (sizes, and the sha256 of
+the very bytes that are then decoded: a remote shard is downloaded once, not once to verify and
+again to load). The manifest is likewise written before any shard and checked on open.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import logging
 import time
@@ -31,6 +39,7 @@ from irjax.errors import UserError
 from irjax.files import (atomic_write_bytes, atomic_write_text, quarantine,
                          remove_orphan_temporaries, sha256_file)
 from irjax.index.quantization import quantize_int8
+from irjax.paths import AnyPath, as_path, file_size
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +92,6 @@ def encode_vectors(vectors: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
@@ -95,13 +102,13 @@ class EmbeddingShards:
     `load`/`matrix`. `expected` (model, corpus, count, dim, dtype, shard_size) is checked
     against an existing manifest."""
 
-    def __init__(self, directory: str | Path, manifest: dict[str, Any]):
-        self.directory, self.manifest = Path(directory), manifest
+    def __init__(self, directory: str | AnyPath, manifest: dict[str, Any]):
+        self.directory, self.manifest = as_path(directory), manifest
         self.layout = ShardLayout(manifest["count"], manifest["shard_size"])
         self.dtype, self.dim = manifest["dtype"], manifest["dim"]
 
     @classmethod
-    def create(cls, directory: str | Path, *, model: str, corpus: str, count: int, dim: int,
+    def create(cls, directory: str | AnyPath, *, model: str, corpus: str, count: int, dim: int,
                dtype: str, shard_size: int, kind: str = "pooled",
                write: bool = True) -> "EmbeddingShards":
         """Opens `directory` for these settings: a new one gets the manifest (when `write`, i.e.
@@ -110,7 +117,7 @@ class EmbeddingShards:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         manifest = {"format": FORMAT, "kind": kind, "model": model, "corpus": corpus,
                     "count": count, "dim": dim, "dtype": dtype, "shard_size": shard_size}
-        path = Path(directory) / MANIFEST
+        path = as_path(directory) / MANIFEST
         if path.exists():
             found = cls.open(directory).manifest
             different = {k: (found.get(k), v) for k, v in manifest.items() if found.get(k) != v}
@@ -122,8 +129,8 @@ class EmbeddingShards:
         return cls(directory, manifest)
 
     @classmethod
-    def open(cls, directory: str | Path) -> "EmbeddingShards":
-        path = Path(directory) / MANIFEST
+    def open(cls, directory: str | AnyPath) -> "EmbeddingShards":
+        path = as_path(directory) / MANIFEST
         try:
             manifest = json.loads(path.read_text())
         except FileNotFoundError:
@@ -137,10 +144,10 @@ class EmbeddingShards:
         return cls(directory, manifest)
 
     # -- writing ---------------------------------------------------------------------------------
-    def _marker(self, shard: int) -> Path:
+    def _marker(self, shard: int) -> AnyPath:
         return self.directory / f"{shard_name(shard)}.done"
 
-    def _files(self, shard: int) -> dict[str, Path]:
+    def _files(self, shard: int) -> dict[str, AnyPath]:
         names = {"": f"{shard_name(shard)}.npy"}
         if self.dtype == "int8":
             names["scales"] = f"{shard_name(shard)}.scales.npy"
@@ -154,9 +161,9 @@ class EmbeddingShards:
                              f"{vectors.shape}")
         record = {}
         for key, array in encode_vectors(vectors, self.dtype).items():
-            path = self._files(shard)[key]
-            atomic_write_bytes(path, _npy_bytes(array))
-            record[path.name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+            path, data = self._files(shard)[key], _npy_bytes(array)
+            atomic_write_bytes(path, data)
+            record[path.name] = {"size": file_size(path), "sha256": hashlib.sha256(data).hexdigest()}
         atomic_write_text(self._marker(shard), json.dumps({
             "rows": [rows.start, rows.stop], "files": record, "seconds": round(seconds, 3),
             "docs_per_s": round(len(rows) / max(seconds, 1e-9), 2)}, indent=2) + "\n")
@@ -171,7 +178,7 @@ class EmbeddingShards:
         files = record.get("files", {})
         for path in self._files(shard).values():
             expected = files.get(path.name)
-            if expected is None or not path.is_file() or path.stat().st_size != expected["size"]:
+            if expected is None or not path.is_file() or file_size(path) != expected["size"]:
                 return False
             if verify and sha256_file(path) != expected["sha256"]:
                 return False
@@ -194,15 +201,42 @@ class EmbeddingShards:
         return [s for s in range(self.layout.num_shards) if not self.is_complete(s)]
 
     # -- reading ---------------------------------------------------------------------------------
+    def _read_remote(self, shard: int, verify: bool) -> dict[str, bytes] | None:
+        """The bytes of a remote shard's files, checked against its marker as `is_complete`
+        checks them; None where that check fails."""
+        try:
+            recorded = json.loads(self._marker(shard).read_text()).get("files", {})
+        except (OSError, json.JSONDecodeError):
+            return None
+        out = {}
+        for key, path in self._files(shard).items():
+            expected = recorded.get(path.name)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return None
+            if expected is None or len(data) != expected["size"] or (
+                    verify and hashlib.sha256(data).hexdigest() != expected["sha256"]):
+                return None
+            out[key] = data
+        return out
+
     def load(self, shard: int, verify: bool = True) -> np.ndarray:
         """float32 [rows, dim] of one complete shard (int8 and float16 decoded)."""
-        if not self.is_complete(shard, verify=verify):
+        arrays: dict[str, np.ndarray] | None = None
+        if isinstance(self.directory, Path):
+            if self.is_complete(shard, verify=verify):
+                arrays = {key: np.load(path, allow_pickle=False)
+                          for key, path in self._files(shard).items()}
+        elif (data := self._read_remote(shard, verify)) is not None:
+            arrays = {key: np.load(io.BytesIO(raw), allow_pickle=False)
+                      for key, raw in data.items()}
+        if arrays is None:
             raise EmbeddingShardsError(f"{self.directory}: shard {shard} is missing, incomplete or "
                                        "fails its checksum; run the encoding again (it resumes)")
-        files = self._files(shard)
-        vectors = np.load(files[""], allow_pickle=False)
+        vectors = arrays[""]
         if self.dtype == "int8":
-            return vectors.astype(np.float32) * np.load(files["scales"])[:, None]
+            return vectors.astype(np.float32) * arrays["scales"][:, None]
         return vectors.astype(np.float32, copy=False)
 
     def matrix(self, limit: int | None = None, verify: bool = True) -> np.ndarray:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,6 +21,7 @@ from irjax.index.embedding_cache import cache_key
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.dual_encoder_training import DualEncoderModel
 from irjax.parallel.fingerprint import params_digest
+from irjax.paths import AnyPath, as_path
 from irjax.retrieval.corpus_encoding import DTYPES, EmbeddingShards, EmbeddingShardsError
 from irjax.retrieval.distributed import (DEFAULT_SHARD_SIZE, build_local_index,
                                          encode_corpus_shards, encode_texts, gather_rows,
@@ -43,6 +43,7 @@ class DenseRetriever:
     `embeddings` names shards an `encode_corpus` job wrote: they are used instead of encoding
     (the corpus, or a prefix of it, and the model must be the ones they were encoded from).
     Each process indexes the rows it owns in `index_parts` indexes (default one).
+    `cache_dir`, `embeddings` and `save_index_to` may be URIs (gs://...: irjax/paths.py).
     """
 
     def __init__(
@@ -95,10 +96,10 @@ class DenseRetriever:
             return self._doc_encoder
         return mesh_text_encoder(self.query_encoder, self.per_device_batch)
 
-    def embeddings_dir(self, collection: Collection) -> Path:
+    def embeddings_dir(self, collection: Collection) -> AnyPath:
         key = cache_key(model=self.encoder.fingerprint, corpus=collection.fingerprint(),
                         dtype=self.dtype, shard_size=str(self.shard_size))
-        return Path(self.cache_dir or cache_root() / "embeddings") / key
+        return as_path(self.cache_dir or cache_root() / "embeddings") / key
 
     def corpus_shards(self, collection: Collection) -> EmbeddingShards:
         """The corpus's embedding shards, encoding (and resuming) whatever is missing."""
@@ -142,6 +143,7 @@ class DenseRetriever:
         start = time.perf_counter()
         scores, rows = search_everywhere(index, query_vectors, min(k, shards.layout.count))
         self.timings["search_s"] = time.perf_counter() - start
+        self.timings["search_queries_per_s"] = len(texts) / max(self.timings["search_s"], 1e-9)
         self.timings["processes"] = jax.process_count()
         return to_run(list(queries), scores, rows, collection.doc_ids)
 
@@ -164,7 +166,7 @@ def dual_encoder_retriever(model: DualEncoderModel, params: Any, tokenizer: Word
     return DenseRetriever(doc, index=index, query_encoder=query, cache_dir=cache_dir)
 
 
-def precomputed_shards(directory: str, collection: Collection, model: str) -> EmbeddingShards:
+def precomputed_shards(directory: str | AnyPath, collection: Collection, model: str) -> EmbeddingShards:
     """Shards an `encode_corpus` job wrote, after checking they encode this collection's corpus
     (or a corpus it is a prefix of) with this model, and that the rows it needs are complete."""
     shards = EmbeddingShards.open(directory)

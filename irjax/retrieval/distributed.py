@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
@@ -21,6 +20,7 @@ from irjax.data.runs import Run
 from irjax.index.sharded import ShardedIndex, merge_top_k, write_shards_file
 from irjax.parallel.processes import (allgather_arrays, barrier, is_logging_process,
                                       process_shard)
+from irjax.paths import AnyPath, as_path
 from irjax.retrieval.corpus_encoding import EmbeddingShards, encode_shards
 from irjax.retrieval.mesh_encoding import MeshEncoder, pooled_vectors
 
@@ -36,19 +36,19 @@ def encode_texts(encoder: MeshEncoder, texts: Sequence[str], dim: int,
     return pooled_vectors(outputs, batches, len(texts), dim)
 
 
-def encode_corpus_shards(collection: Collection, encoder: MeshEncoder, directory: str | Path, *,
+def encode_corpus_shards(collection: Collection, encoder: MeshEncoder, directory: str | AnyPath, *,
                          model: str, dim: int, dtype: str = "float32",
                          shard_size: int = DEFAULT_SHARD_SIZE,
                          progress: str | None = None) -> tuple[EmbeddingShards, dict[str, float]]:
     """Encodes the shards of `collection` this process owns into `directory` (resuming), waits
-    for every process, and returns the shards and this process's throughput."""
+    for every process, and returns the shards and this process's throughput.
+
+    Every process writes the manifest if it is missing (the same bytes, atomically), so
+    `directory` may be shared storage or each host's own disk (then each host holds the shards
+    it encoded, which is all its index part needs)."""
     count = len(collection.documents)
     shards = EmbeddingShards.create(directory, model=model, corpus=collection.fingerprint(),
-                                    count=count, dim=dim, dtype=dtype, shard_size=shard_size,
-                                    write=is_logging_process())
-    barrier("irjax-embeddings-manifest")
-    if not is_logging_process():
-        shards = EmbeddingShards.open(directory)
+                                    count=count, dim=dim, dtype=dtype, shard_size=shard_size)
     owned = shards.layout.owned_by(jax.process_index(), jax.process_count())
     bar = None
     if progress is not None:
@@ -91,15 +91,20 @@ def build_local_index(shards: EmbeddingShards, doc_ids: Sequence[str], kind: str
         return owner + i * count
 
     for i, rows in enumerate(rows_of(process)):
-        vectors = np.concatenate([shards.load(s)[:len(r)] for s, r in _shard_slices(layout, rows)])
+        vectors = np.empty((len(rows), shards.dim), np.float32)  # filled shard by shard
+        at = 0
+        for shard, taken in _shard_slices(layout, rows):
+            vectors[at:at + len(taken)] = shards.load(shard)[:len(taken)]
+            at += len(taken)
         index.add(part_number(process, i), rows, vectors, [doc_ids[int(r)] for r in rows])
+        del vectors
     if save_to is not None:
         index.save(save_to, write_manifest=False)
         barrier("irjax-index-saved")
         if is_logging_process():
             every = {part_number(owner, i): rows for owner in range(count)
                      for i, rows in enumerate(rows_of(owner))}
-            write_shards_file(Path(save_to), kind, index.metric, index.options, every)
+            write_shards_file(as_path(save_to), kind, index.metric, index.options, every)
     return index
 
 

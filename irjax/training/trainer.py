@@ -31,7 +31,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm import tqdm
 
+from irjax.errors import ConfigError
 from irjax.parallel import partitioning as pt
+from irjax.paths import is_remote
 from irjax.parallel.processes import allgather_json, is_logging_process
 from irjax.training.checkpoints import Checkpointer
 from irjax.training.metrics_writer import MetricsWriter
@@ -132,6 +134,12 @@ class Trainer:
         if config.num_steps is None:
             raise ValueError("TrainerConfig.num_steps is unset: resolve the run's length first "
                              "(config.resolved(steps_per_epoch)) or set num_steps")
+        if is_remote(workdir):
+            raise ConfigError(
+                f"WORKDIR {os.fspath(workdir)} is remote, but training needs a local WORKDIR for "
+                "now: metrics.jsonl is appended to and TensorBoard writes local files, neither "
+                "of which an object store allows. Train into a local WORKDIR (and copy it to the "
+                "bucket afterwards); data, embeddings, indexes and evaluation may be remote.")
         self.model, self.workdir, self.config = model, Path(workdir), config
         self.num_steps = config.num_steps
         if isinstance(optimizer, OptimizerConfig):

@@ -23,9 +23,9 @@ def recall_at(found: np.ndarray, truth: np.ndarray, k: int) -> float:
 def test_plan_scales_with_corpus_size():
     assert plan_scann(1023) == ScannPlan(mode="brute_force")
     assert plan_scann(1024) == ScannPlan("ah", 0, 0, 400, 1024)
-    assert plan_scann(19_999) == ScannPlan("ah", 0, 0, 400, 19_999)
+    assert plan_scann(99_999) == ScannPlan("ah", 0, 0, 400, 99_999)
     assert plan_scann(4096, mode="tree") == ScannPlan("tree", 64, 32, 400, 4096)
-    assert plan_scann(20_000) == ScannPlan("tree", 141, 22, 400, 20_000)
+    assert plan_scann(100_000) == ScannPlan("tree", 316, 48, 400, 100_000)
     assert plan_scann(1_000_000) == ScannPlan("tree", 1000, 150, 400, 100_000)
     # small trees search enough leaves to score ~2k points; tiny ones keep >= 50 points per leaf
     assert plan_scann(300, mode="tree") == ScannPlan("tree", 6, 6, 400, 300)
