@@ -59,7 +59,7 @@ def register_all() -> None:
     from irjax.index import base as index_base
     from irjax.models import dual_encoder
     from irjax.retrieval import bm25, dense
-    from irjax.jobs import (continual_dsi, encode_corpus, pair_data, train_dsi,
+    from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, pair_data, train_dsi,
                             train_dual_encoder, train_multi_vector, train_query_generator)
     from irjax.training import optimizer, trainer_config
 
@@ -78,6 +78,7 @@ def register_all() -> None:
     gin.external_configurable(train_multi_vector.train_multi_vector, "train_multi_vector")
     gin.external_configurable(train_dsi.train_dsi, "train_dsi")
     gin.external_configurable(train_dsi.DSIData, "DSIData")
+    gin.external_configurable(dsi_warm_start.WarmStart, "WarmStart")
     gin.external_configurable(continual_dsi.continual_dsi, "continual_dsi")
     gin.external_configurable(train_query_generator.train_query_generator, "train_query_generator")
     gin.external_configurable(train_query_generator.QuerySampling, "QuerySampling")

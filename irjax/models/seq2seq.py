@@ -107,6 +107,22 @@ class Seq2SeqModel:
         return self.module.apply({"params": params}, encoded, inputs_mask, decoder_input_ids,
                                  method="decode")
 
+    def decode_at(self, params: Any, encoded: jax.Array, inputs_mask: jax.Array,
+                  decoder_input_ids: jax.Array, position: jax.Array) -> jax.Array:
+        """`decode(...)[:, position]` [B, vocab], computing the output layer at that position only."""
+        return self.module.apply({"params": params}, encoded, inputs_mask, decoder_input_ids,
+                                 position, method="decode_at")
+
+    def cross_keys_values(self, params: Any, encoded: jax.Array) -> Any:
+        """Per decoder layer, cross-attention keys and values of `encoded` (see T5)."""
+        return self.module.apply({"params": params}, encoded, method="cross_keys_values")
+
+    def decode_at_cross(self, params: Any, cross_kv: Any, inputs_mask: jax.Array,
+                        decoder_input_ids: jax.Array, position: jax.Array) -> jax.Array:
+        """`decode_at` over precomputed `cross_keys_values` [B, vocab]."""
+        return self.module.apply({"params": params}, cross_kv, inputs_mask, decoder_input_ids,
+                                 position, method="decode_at_cross")
+
     def init_decode_cache(self, params: Any, encoded: jax.Array, inputs_mask: jax.Array,
                           max_length: int) -> DecodeCache:
         """State for up to `max_length` `decode_step`s: empty self-attention caches, and the

@@ -318,6 +318,17 @@ class DecoderLayer(nn.Module):
         h = self.mlp(self.pre_mlp_norm(y), deterministic)
         return nn.with_logical_constraint(y + drop(h), ("batch", "length", "embed"))
 
+    def with_cross_kv(self, y: jax.Array, cross_kv: KeysValues, self_mask: jax.Array,
+                      cross_mask: jax.Array, bias: jax.Array) -> jax.Array:
+        """`__call__` without dropout, cross-attending over precomputed encoder keys and values."""
+        h = self.pre_self_attention_norm(y)
+        y = y + self.self_attention(h, h, self_mask, bias, True)
+        h = self.pre_cross_attention_norm(y)
+        attention = self.cross_attention
+        y = y + attention.attend(attention.queries(h), cross_kv, cross_mask, None, True)
+        y = y + self.mlp(self.pre_mlp_norm(y), True)
+        return nn.with_logical_constraint(y, ("batch", "length", "embed"))
+
     def step(self, y: jax.Array, kv: KeysValues, cross_kv: KeysValues, self_mask: jax.Array,
              cross_mask: jax.Array, bias: jax.Array, index: jax.Array
              ) -> tuple[jax.Array, KeysValues]:
@@ -379,6 +390,21 @@ class Decoder(nn.Module):
         for layer in self.layers:
             y = layer(y, encoded, self_mask, cross_mask, bias, deterministic)
         return self.dropout(self.final_norm(y), deterministic=deterministic)
+
+    def cross_keys_values(self, encoded: jax.Array) -> tuple[KeysValues, ...]:
+        """Every layer's cross-attention keys and values of the encoder states [N, Li, d]."""
+        return tuple(layer.cross_attention.keys_values(encoded) for layer in self.layers)
+
+    def with_cross_kv(self, y: jax.Array, cross_kv: tuple[KeysValues, ...],
+                      input_mask: jax.Array) -> jax.Array:
+        """`__call__` (no dropout, causal, no decoder mask) over precomputed `cross_keys_values`."""
+        length = y.shape[1]
+        self_mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
+        cross_mask = (input_mask > 0)[:, None, None, :]
+        bias = self.relpos_bias(length, length)
+        for layer, kv in zip(self.layers, cross_kv):
+            y = layer.with_cross_kv(y, kv, self_mask, cross_mask, bias)
+        return self.final_norm(y)
 
     def init_cache(self, encoded: jax.Array, input_mask: jax.Array,
                    max_length: int) -> DecodeCache:
@@ -446,6 +472,25 @@ class T5(nn.Module):
         y = self.decoder(self.embed(decoder_input_ids, deterministic), encoded, input_mask,
                          decoder_mask, deterministic)
         return self.logits(y)
+
+    def decode_at(self, encoded: jax.Array, input_mask: jax.Array, decoder_input_ids: jax.Array,
+                  position: jax.Array) -> jax.Array:
+        """float32 logits [B, vocab] of one (possibly traced) position: `decode(...)[:, position]`,
+        with the output layer applied to that position only (it dominates with a large vocab)."""
+        y = self.decoder(self.embed(decoder_input_ids, True), encoded, input_mask, None, True)
+        return self.logits(lax.dynamic_index_in_dim(y, position, axis=1, keepdims=True))[:, 0]
+
+    def cross_keys_values(self, encoded: jax.Array) -> tuple[KeysValues, ...]:
+        """The decoder's cross-attention keys and values of `encoded`, per layer: computed once
+        per query, then repeated per beam (`decode_at_cross`), instead of once per beam and step."""
+        return self.decoder.cross_keys_values(encoded)
+
+    def decode_at_cross(self, cross_kv: tuple[KeysValues, ...], input_mask: jax.Array,
+                        decoder_input_ids: jax.Array, position: jax.Array) -> jax.Array:
+        """`decode_at` from precomputed `cross_keys_values` (rows aligned with the decoder
+        inputs): float32 logits [B, vocab] of `position`."""
+        y = self.decoder.with_cross_kv(self.embed(decoder_input_ids, True), cross_kv, input_mask)
+        return self.logits(lax.dynamic_index_in_dim(y, position, axis=1, keepdims=True))[:, 0]
 
     def logits(self, y: jax.Array) -> jax.Array:
         """float32 vocabulary logits [B, T, vocab] of final decoder states [B, T, d_model]."""

@@ -14,7 +14,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from irjax.data.collection import Collection
 from irjax.data.docids import DocidScheme
@@ -51,7 +50,10 @@ class GenerativeRetriever:
         self._allowed = list(allowed)
         self.trie = DocidTrie.build([scheme.docid_tokens(d) for d in self._allowed],
                                     model.config.vocab_size)
-        self._encode = jax.jit(model.encode)
+        # Queries are encoded, and the encoder states projected to every decoder layer's
+        # cross-attention keys and values, once per query; beams share them.
+        self._cross_kv = jax.jit(lambda params, ids, mask: model.cross_keys_values(
+            params, model.encode(params, ids, mask)))
         self._log_prob_fn = _make_log_prob_fn(model)
 
     def rank(self, texts: list[str]) -> list[list[tuple[str, float]]]:
@@ -63,8 +65,8 @@ class GenerativeRetriever:
             part = seqs[start : start + b]
             batch = pad_sequences(part + [part[0]] * (b - len(part)), self.tokenizer.pad_id,
                                   pad_to=self.inputs_max_length)
-            encoded = self._encode(self.params, batch.ids, batch.mask)
-            context = (self.params, jnp.repeat(encoded, beam, axis=0),
+            cross_kv = self._cross_kv(self.params, batch.ids, batch.mask)
+            context = (self.params, jax.tree.map(lambda a: jnp.repeat(a, beam, axis=0), cross_kv),
                        jnp.repeat(jnp.asarray(batch.mask), beam, axis=0))
             _, scores, doc_index = constrained_beam_search(self._log_prob_fn, self.trie, b, beam,
                                                            context=context)
@@ -96,12 +98,12 @@ class GenerativeRetriever:
 @functools.lru_cache(maxsize=8)
 def _make_log_prob_fn(model: Seq2SeqModel):
     """One long-lived function (a static argument of the compiled search): the decoder over the
-    whole 0-padded prefix, read at position `step`. Docids are a few tokens long, so recomputing
-    the prefix each step costs less than managing a key/value cache."""
+    whole 0-padded prefix, cross-attending over the query's precomputed keys and values, its
+    output layer at position `step` only. Docids are a few tokens long, so recomputing the prefix
+    each step costs less than managing a self-attention cache."""
 
     def log_prob_fn(decoder_input_ids: jax.Array, step: jax.Array, context: Any) -> jax.Array:
-        params, encoded, mask = context
-        logits = model.decode(params, encoded, mask, decoder_input_ids)   # [N, L, V]
-        return lax.dynamic_index_in_dim(logits, step, axis=1, keepdims=False)
+        params, cross_kv, mask = context
+        return model.decode_at_cross(params, cross_kv, mask, decoder_input_ids, step)   # [N, V]
 
     return log_prob_fn

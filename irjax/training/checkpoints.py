@@ -257,6 +257,36 @@ class Checkpointer:
             "start a new workdir and pass this one as the init checkpoint. If the files are damaged, "
             f"move the step directories out of {self.directory} to start over.")
 
+    def read_params(self, step: int | None = None) -> tuple[int, Any]:
+        """(step, params as host numpy arrays) of another run's checkpoint, without knowing its
+        model or optimizer: the saved state is restored as plain nested dicts (`step` None: the
+        newest step) and its params are checked against the save-time fingerprints."""
+        self.wait()
+        steps = self.all_steps()
+        if not steps:
+            raise MissingFileError(f"{self.directory} holds no committed checkpoint steps")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise MissingFileError(f"{self.directory} has no step {step}; it has {steps}")
+        restored = self._manager.restore(step, args=ocp.args.Composite(**{
+            STATE: ocp.args.StandardRestore(), EXTRA: ocp.args.JsonRestore(),
+            INTEGRITY: ocp.args.JsonRestore()}))
+        state, integrity = restored[STATE], restored[INTEGRITY]
+        if not isinstance(state, dict) or "params" not in state:
+            raise CorruptCheckpointError(f"{self.step_dir(step)}: the saved state has no params")
+        params = jax.tree.map(np.asarray, state["params"])
+        saved = {row[0]: row for row in (integrity or {}).get("fingerprints") or []
+                 if str(row[0]).startswith(".params")}
+        if saved:
+            now = fingerprint({"params": params})
+            bad = [row[0] for row in now
+                   if (old := saved.get(".params" + row[0][len("['params']"):])) is None
+                   or (row[3] is not None and row[1:] != old[1:])]
+            if bad or len(now) != len(saved):
+                raise CorruptCheckpointError(f"{self.step_dir(step)}: params differ from the "
+                                             f"save-time fingerprints in {bad[:5]}")
+        return step, params
+
     def latest_good_step(self) -> int | None:
         """Newest committed step whose metadata items read back and match their hash.
 
@@ -291,3 +321,9 @@ class Checkpointer:
         self._barriers += 1
         ocp.multihost.sync_global_processes(f"irjax_checkpoint_move_aside_{self._barriers}")
         self._manager.reload()
+
+
+def read_trained_params(directory: str | os.PathLike, step: int | None = None) -> tuple[int, Any]:
+    """`Checkpointer.read_params` of a run's checkpoint directory, opened read-only."""
+    with Checkpointer(directory, read_only=True) as checkpointer:
+        return checkpointer.read_params(step)

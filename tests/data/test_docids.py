@@ -164,3 +164,28 @@ def test_bad_inputs_are_refused():
         AtomicDocids(["a"], [(1,)], base_vocab_size=10, num_new_tokens=0)
     with pytest.raises(KeyError, match="'zz' has no docid"):
         AtomicDocids.build(["a"]).docid_tokens("zz")
+
+
+def test_semantic_prefix_balanced_variant_splits_evenly():
+    # Clustered data, where plain k-means makes clusters of very different sizes.
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(size=(525, 8)) * 0.1, rng.normal(size=(100, 8)) * 0.1 + 3])
+    ids = [str(i) for i in range(len(x))]
+    plain = SemanticDocids.build(ids, embeddings=x, num_clusters=5)
+    balanced = SemanticDocids.build(ids, embeddings=x, num_clusters=5, balanced=True)
+    assert_valid(balanced, ids)
+    assert balanced.config["balanced"] and not plain.config["balanced"]
+    paths = [balanced.cluster_path(d) for d in ids]
+    for depth in range(balanced.max_length - 1):  # every node's children differ by at most one
+        children = Counter(p[:depth + 1] for p in paths)
+        by_parent: dict = {}
+        for prefix, size in children.items():
+            by_parent.setdefault(prefix[:-1], []).append(size)
+        assert all(max(s) - min(s) <= 1 for s in by_parent.values())
+    assert balanced.stats["min_depth"] == balanced.stats["max_depth"] == 4  # 625 -> 125 -> 25 -> 5
+    assert plain.stats["min_depth"] < plain.stats["max_depth"]
+    assert balanced.docids() == SemanticDocids.build(ids, embeddings=x, num_clusters=5,
+                                                     balanced=True).docids()
+    # Balanced clusters still group similar documents: the far blob stays together under
+    # at most two first tokens.
+    assert len({paths[i][0] for i in range(525, 625)}) <= 2

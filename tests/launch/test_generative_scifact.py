@@ -13,7 +13,7 @@ def test_script_parses_and_names_existing_configs():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
     text = SCRIPT.read_text()
     named = set(re.findall(r"gin/train/[\w.]+\.gin", text)) | set(re.findall(r"tools/\w+\.py", text))
-    assert "gin/train/dsi_scifact.gin" in named and "gin/train/qg_scifact.gin" in named
+    assert "gin/train/dsi_qg_small_scifact.gin" in named and "gin/train/qg_scifact.gin" in named
     missing = sorted(p for p in named if not Path(p).exists())
     assert not missing, missing
 

@@ -170,6 +170,27 @@ def test_greedy_decode_in_jit_matches_teacher_forcing():
     np.testing.assert_array_equal(jnp.argmax(forced, axis=-1), tokens)
 
 
+def test_decode_at_is_one_position_of_decode():
+    """What the generative retriever calls per beam-search step: the output layer at one
+    (traced) position only, over cross-attention keys and values computed once per query; the
+    same logits as the full prefix's at that position."""
+    model = Seq2SeqModel(TINY)
+    _, params, _ = init()
+    batch = example()
+    encoded = model.encode(params, batch["inputs"], batch["inputs_mask"])
+    prefix = shift_right(batch["targets"])
+    full = model.decode(params, encoded, batch["inputs_mask"], prefix)
+    at = jax.jit(model.decode_at)
+    cross = jax.jit(model.decode_at_cross)
+    cross_kv = model.cross_keys_values(params, encoded)
+    assert len(cross_kv) == TINY.num_decoder_layers
+    for t in range(LT):
+        np.testing.assert_allclose(at(params, encoded, batch["inputs_mask"], prefix, jnp.int32(t)),
+                                   full[:, t], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(cross(params, cross_kv, batch["inputs_mask"], prefix,
+                                         jnp.int32(t)), full[:, t], rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- Seq2SeqModel
 
 

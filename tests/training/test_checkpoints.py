@@ -342,3 +342,31 @@ def test_relative_directory_is_accepted(tmp_path, monkeypatch):
     assert step == 1
     np.testing.assert_array_equal(restored["w"], state["w"])
     assert (tmp_path / "rel" / "checkpoints" / "1").is_dir()
+
+
+def test_read_params_of_another_run_without_its_model_or_optimizer(tmp_path):
+    from irjax.training.checkpoints import CorruptCheckpointError, read_trained_params
+    from irjax.training.train_state import TrainState
+
+    params = {"encoder": {"w": jnp.asarray(np.random.default_rng(1).normal(size=(64, 64)),
+                                           jnp.float32), "b": jnp.arange(8, dtype=jnp.float32)}}
+    with Checkpointer(tmp_path, save_every=1) as checkpointer:
+        for step in (3, 4):
+            state = TrainState.create(jax.tree.map(lambda x: x + step, params), optax.adamw(1e-3))
+            checkpointer.save(step, state, extra={"step": step})
+    step, read = read_trained_params(tmp_path)
+    assert step == 4
+    assert_tree_equal(read, jax.tree.map(lambda x: np.asarray(x + 4), params))
+    assert read_trained_params(tmp_path, step=3)[0] == 3
+    with pytest.raises(FileNotFoundError, match="has no step 7"):
+        read_trained_params(tmp_path, step=7)
+    # A flipped value in the data is caught by the save-time fingerprints.
+    integrity = tmp_path / "4" / "integrity" / "metadata"
+    record = json.loads(integrity.read_text())
+    record["fingerprints"] = [row if not row[0].endswith("['w']") else row[:3] + [1, 2]
+                              for row in record["fingerprints"]]
+    integrity.write_text(json.dumps(record))
+    with pytest.raises(CorruptCheckpointError, match="save-time fingerprints"):
+        read_trained_params(tmp_path, step=4)
+    with pytest.raises(FileNotFoundError):
+        read_trained_params(tmp_path / "nowhere")

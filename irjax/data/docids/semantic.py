@@ -16,7 +16,15 @@ iterations, with a random generator seeded from (seed, node path) so a node's sp
 depend on the order the tree is built in. A cluster that comes out empty is re-seeded at the
 point farthest from its centre; a node that still does not split (e.g. duplicate embeddings) is
 cut into c even parts of its points sorted along their first principal direction (counted in
-`stats["fallback_splits"]`). Embeddings come from elsewhere (e.g. the dual encoder); pass them
+`stats["fallback_splits"]`).
+
+Prefix-balanced variant (`balanced=True`): every split cuts its documents into c clusters of
+equal size (at most one apart; balanced k-means: Lloyd steps whose assignment fills each centre up
+to ceil(n / c), closest pairs first), so every docid prefix covers as many documents as its
+siblings, all docids have (nearly) the same length, and no first token stands for a giant
+cluster -- plain k-means over embeddings often makes a few huge clusters and many tiny ones.
+
+Embeddings come from elsewhere (e.g. the dual encoder); pass them
 in corpus order, one row per document.
 """
 from __future__ import annotations
@@ -94,10 +102,53 @@ def _even_split(x: np.ndarray, parts: int) -> list[np.ndarray]:
     return [g for g in np.array_split(order, parts) if len(g)]
 
 
+def balanced_assignment(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Labels [n] giving each of the k clusters floor(n / k) or ceil(n / k) points: (point,
+    centre) pairs are taken closest first, each point going to the first centre with room left
+    (the n mod k larger clusters are the ones that fill first)."""
+    n, k = len(x), len(centres)
+    floor, extra = divmod(n, k)
+    order = np.argsort(_sq_distances(x, centres), axis=None, kind="stable")
+    labels = np.full(n, -1, dtype=np.int64)
+    load = np.zeros(k, dtype=np.int64)
+    left = n
+    for flat in order.tolist():
+        i, j = divmod(flat, k)
+        if labels[i] >= 0:
+            continue
+        if load[j] < floor or (load[j] == floor and extra > 0):
+            extra -= int(load[j] == floor)
+            labels[i] = j
+            load[j] += 1
+            left -= 1
+            if not left:
+                break
+    return labels
+
+
+def balanced_kmeans(x: np.ndarray, k: int, rng: np.random.Generator,
+                    iterations: int = 20) -> np.ndarray:
+    """k clusters of (near) equal size: k-means, then Lloyd steps whose assignment step is
+    `balanced_assignment` (centres move to their balanced clusters' means)."""
+    k = min(k, len(x))
+    labels = kmeans(x, k, rng, iterations)
+    for _ in range(max(1, iterations // 4)):
+        sums = np.zeros((k, x.shape[1]))
+        np.add.at(sums, labels, x)
+        sizes = np.bincount(labels, minlength=k)
+        centres = np.where(sizes[:, None] > 0, sums / np.maximum(sizes, 1)[:, None],
+                           x[rng.integers(len(x), size=k)])
+        new_labels = balanced_assignment(x, centres)
+        if np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+    return labels  # the loop ran at least once, so these are balanced labels
+
+
 def _split(x: np.ndarray, parts: int, rng: np.random.Generator,
-           iterations: int) -> tuple[list[np.ndarray], bool]:
+           iterations: int, balanced: bool = False) -> tuple[list[np.ndarray], bool]:
     """Non-empty groups of row indices (by cluster label) and whether the fallback was used."""
-    labels = kmeans(x, parts, rng, iterations)
+    labels = (balanced_kmeans if balanced else kmeans)(x, parts, rng, iterations)
     groups = [g for g in (np.flatnonzero(labels == j) for j in range(parts)) if len(g)]
     if len(groups) >= 2:
         return groups, False
@@ -124,9 +175,10 @@ class SemanticDocids(DocidScheme):
     @classmethod
     def build(cls, collection_or_doc_ids: DocIds, *, embeddings: np.ndarray, num_clusters: int = 10,
               max_leaf_size: int | None = None, per_level_tokens: bool = False, seed: int = 0,
-              kmeans_iterations: int = 20, normalize: bool = False,
+              kmeans_iterations: int = 20, normalize: bool = False, balanced: bool = False,
               base_vocab_size: int = T5_BASE_VOCAB_SIZE) -> "SemanticDocids":
-        """`normalize` L2-normalises rows first (cluster by cosine, for cosine-trained encoders)."""
+        """`normalize` L2-normalises rows first (cluster by cosine, for cosine-trained encoders);
+        `balanced` makes every split prefix-balanced (module docstring)."""
         doc_ids = resolve_doc_ids(collection_or_doc_ids)
         leaf = num_clusters if max_leaf_size is None else max_leaf_size
         if num_clusters < 2 or leaf < 1 or kmeans_iterations < 1:
@@ -136,7 +188,7 @@ class SemanticDocids(DocidScheme):
         x = _check_embeddings(raw, len(doc_ids))
         if normalize:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        paths, stats = _build_tree(x, num_clusters, leaf, seed, kmeans_iterations)
+        paths, stats = _build_tree(x, num_clusters, leaf, seed, kmeans_iterations, balanced)
         alphabet = max(num_clusters, leaf)
         depth = max(len(p) for p in paths)
         if per_level_tokens:
@@ -149,6 +201,7 @@ class SemanticDocids(DocidScheme):
         config = {"num_clusters": num_clusters, "max_leaf_size": leaf, "alphabet": alphabet,
                   "per_level_tokens": per_level_tokens, "seed": seed,
                   "kmeans_iterations": kmeans_iterations, "normalize": normalize,
+                  "balanced": balanced,
                   "embedding_shape": list(raw.shape), "embeddings_sha256": hashlib.sha256(
                       np.ascontiguousarray(raw).tobytes()).hexdigest()}
         scheme = cls(doc_ids, docids, base_vocab_size=base_vocab_size, num_new_tokens=num_new,
@@ -163,7 +216,8 @@ class SemanticDocids(DocidScheme):
 
 
 def _build_tree(x: np.ndarray, num_clusters: int, max_leaf_size: int, seed: int,
-                iterations: int) -> tuple[list[tuple[int, ...]], dict[str, Any]]:
+                iterations: int, balanced: bool = False
+                ) -> tuple[list[tuple[int, ...]], dict[str, Any]]:
     """Docid paths per row and tree statistics; iterative so deep trees cannot hit the recursion limit."""
     paths: list[tuple[int, ...]] = [()] * len(x)
     leaf_sizes: list[int] = []
@@ -177,7 +231,7 @@ def _build_tree(x: np.ndarray, num_clusters: int, max_leaf_size: int, seed: int,
             leaf_sizes.append(len(members))
             continue
         rng = np.random.default_rng([seed, len(prefix), *prefix])
-        groups, fell_back = _split(x[members], num_clusters, rng, iterations)
+        groups, fell_back = _split(x[members], num_clusters, rng, iterations, balanced)
         internal += 1
         fallbacks += fell_back
         for index, group in enumerate(groups):

@@ -1,0 +1,177 @@
+"""What DSI borrows from dual encoders: a fine-tuned dual encoder read from its run's checkpoints,
+its document embeddings (semantic docids, output rows) and its dense retriever (the baseline in
+the same run), and the warm-started generative model built on MiniLM (models/warm_start.py).
+
+`WarmStart` is the gin-bound setting of train_dsi: with it, DSI is a `WarmSeq2SeqModel` whose
+encoder starts from MiniLM's weights ('minilm') or from the fine-tuned dual encoder's
+('dual_encoder'), whose decoder is trained from scratch, and -- with `output_rows` -- whose
+docid output rows start at the dual encoder's document embeddings with the decoder set to pool,
+so that the untrained model already ranks as the dual encoder does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irjax.choices import check_choice
+from irjax.data.collection import Collection
+from irjax.data.docids import DocidScheme
+from irjax.data.tokenization import WordPieceTokenizer
+from irjax.errors import ConfigError, MissingFileError
+from irjax.models.bert import BertConfig
+from irjax.models.dual_encoder import TextEncoder
+from irjax.models.dual_encoder_training import DualEncoderModel
+from irjax.models.hf_import import load_bert_params
+from irjax.models.pretrained import load_checkpoint
+from irjax.models.warm_start import (WarmSeq2SeqModel, docid_output_rows, warm_decoder_config,
+                                     warm_start_params)
+from irjax.retrieval.dense import DenseRetriever, dual_encoder_retriever
+from irjax.training.checkpoints import read_trained_params
+
+log = logging.getLogger(__name__)
+
+ENCODER_INITS = ("minilm", "dual_encoder")
+# A warm-started decoder never writes text, so new docid tokens (atomic, semantic) start right after
+# pad/start (0) and EOS (1) instead of after T5's 32,128 SentencePiece ids: the output layer is
+# the corpus's rows, not 32k unused ones (6x fewer output FLOPs per step on SciFact).
+WARM_BASE_VOCAB = 2
+EMBEDDING_MAX_LENGTH = 256  # what train_dual_encoder evaluates with (its eval_max_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """A BERT-encoder DSI model (see the module docstring).
+
+    encoder          'minilm' (pretrained all-MiniLM-L6-v2) or 'dual_encoder' (the encoder of
+                     train_dsi.dual_encoder, the fine-tuned dual encoder)
+    output_rows      start as the dual encoder: docid output rows from its document embeddings
+                     (the fine-tuned one when train_dsi.dual_encoder is set, else zero-shot
+                     MiniLM) and the decoder set to mean-pool; False: fresh decoder and rows
+    decoder_layers   T5 decoder layers (d_model = the BERT hidden size)
+    temperature      the dual encoder's softmax temperature; start logits are cos / temperature
+    dropout_rate     decoder dropout (the BERT encoder keeps its own, 0.1 for MiniLM)
+    """
+
+    encoder: str = "dual_encoder"
+    output_rows: bool = True
+    decoder_layers: int = 2
+    temperature: float = 0.05
+    dropout_rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_choice("WarmStart.encoder", self.encoder, ENCODER_INITS)
+        if self.decoder_layers < 1 or self.temperature <= 0:
+            raise ValueError(f"WarmStart needs decoder_layers >= 1 and temperature > 0, got "
+                             f"{self.decoder_layers} and {self.temperature}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DualEncoder:
+    """A fine-tuned dual encoder read from a train_dual_encoder run."""
+
+    model: DualEncoderModel
+    params: Any
+    tokenizer: WordPieceTokenizer
+    name: str
+    step: int
+    checkpoint: Path
+
+    def retriever(self, cache_dir: str | None = None, warm_queries: bool = False) -> DenseRetriever:
+        retriever = dual_encoder_retriever(self.model, self.params, self.tokenizer, self.name,
+                                           EMBEDDING_MAX_LENGTH, index="exact",
+                                           cache_dir=cache_dir)
+        retriever.warm_queries = warm_queries
+        return retriever
+
+    def embeddings(self, collection: Collection, cache_dir: str | None = None) -> np.ndarray:
+        """Its document vectors [num_documents, d], corpus order (cached on disk)."""
+        return self.retriever(cache_dir).encode_corpus(collection)
+
+    @property
+    def encoder_params(self) -> Any:
+        return self.model.tower(self.params, "query")
+
+
+def checkpoint_directory(path: str | Path) -> Path:
+    """A run's checkpoint directory: `path` itself, or `path`/checkpoints for a run's workdir."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if not path.is_dir():
+        raise MissingFileError(f"dual encoder checkpoint {path} does not exist; train one first "
+                               "(gin/train/minilm_scifact.gin) and pass its WORKDIR/checkpoints")
+    return path
+
+
+def load_dual_encoder(path: str | Path, pretrained: str | None = None) -> DualEncoder:
+    """The newest step of a train_dual_encoder run (read-only), with the pretrained checkpoint's
+    architecture, pooling and tokenizer (the run fine-tuned that checkpoint)."""
+    directory = checkpoint_directory(path)
+    step, params = read_trained_params(directory)
+    if set(params) not in ({"encoder"}, {"query_encoder", "doc_encoder"}):
+        raise ConfigError(f"{directory} holds params {sorted(params)}, not a dual encoder's "
+                          "('encoder', or 'query_encoder' and 'doc_encoder')")
+    checkpoint = load_checkpoint(pretrained)
+    config = BertConfig.from_json(checkpoint.config_path)
+    model = DualEncoderModel(config, shared_towers="encoder" in params, pooling=checkpoint.pooling)
+    log.info("dual encoder: %s, step %d", directory, step)
+    return DualEncoder(model, params, WordPieceTokenizer(checkpoint.directory),
+                       f"{checkpoint.name}-finetuned", step, directory)
+
+
+def zero_shot_embeddings(collection: Collection, pretrained: str | None,
+                         cache_dir: str | None = None) -> np.ndarray:
+    """The pretrained (not fine-tuned) encoder's document vectors, cached on disk."""
+    encoder = TextEncoder.from_pretrained(pretrained, max_length=EMBEDDING_MAX_LENGTH)
+    return DenseRetriever(encoder, cache_dir=cache_dir).encode_corpus(collection)
+
+
+def warm_model(warm: WarmStart, vocab_size: int, pretrained: str | None = None,
+               dtype: str = "float32", label_smoothing: float = 0.0
+               ) -> tuple[WarmSeq2SeqModel, WordPieceTokenizer]:
+    """The model (decoder sized from the BERT config) and the encoder's WordPiece tokenizer."""
+    checkpoint = load_checkpoint(pretrained)
+    bert = BertConfig.from_json(checkpoint.config_path)
+    config = warm_decoder_config(bert, vocab_size, num_decoder_layers=warm.decoder_layers,
+                                 dropout_rate=warm.dropout_rate, dtype=dtype)
+    return (WarmSeq2SeqModel(config, label_smoothing=label_smoothing, bert=bert),
+            WordPieceTokenizer(checkpoint.directory))
+
+
+def row_embeddings(warm: WarmStart, collection: Collection, dual_encoder: DualEncoder | None,
+                   pretrained: str | None = None, cache_dir: str | None = None
+                   ) -> np.ndarray | None:
+    """The document vectors output rows start from (None without `output_rows`): the fine-tuned
+    dual encoder's when there is one, else zero-shot MiniLM's. Computed before training starts
+    (they are cached on disk), never inside the trainer's sharding context."""
+    if not warm.output_rows:
+        return None
+    if dual_encoder is not None:
+        return dual_encoder.embeddings(collection, cache_dir)
+    return zero_shot_embeddings(collection, pretrained, cache_dir)
+
+
+def warm_params(warm: WarmStart, model: WarmSeq2SeqModel, scheme: DocidScheme,
+                collection: Collection, dual_encoder: DualEncoder | None,
+                vectors: np.ndarray | None, pretrained: str | None = None) -> dict[str, Any]:
+    """The partial params the trainer merges into a fresh WarmT5 (models/warm_start.py);
+    `vectors` from `row_embeddings`."""
+    if warm.encoder == "dual_encoder":
+        if dual_encoder is None:
+            raise ConfigError("WarmStart.encoder = 'dual_encoder' needs train_dsi.dual_encoder "
+                              "(a train_dual_encoder run's checkpoints)")
+        encoder = dual_encoder.encoder_params
+    else:
+        checkpoint = load_checkpoint(pretrained)
+        encoder = load_bert_params(checkpoint.weights_path, model.bert)
+    rows = None
+    if warm.output_rows:
+        if vectors is None:
+            raise ValueError("WarmStart.output_rows needs the document vectors (row_embeddings)")
+        rows = docid_output_rows([scheme.docid_tokens(d) for d in collection.doc_ids], vectors,
+                                 model.config.vocab_size)
+    return warm_start_params(model.config, encoder, rows, temperature=warm.temperature)
