@@ -107,7 +107,8 @@ def evaluate(args: argparse.Namespace, corpus: Path, embeddings: Path, documents
                f"--gin.WORKDIR='{out}'", "--gin.evaluate_retriever.streamed=True",
                f"--gin.evaluate_retriever.max_documents={documents}",
                f"--gin.DenseRetriever.embeddings='{embeddings}'",
-               f"--gin.DenseRetriever.save_index_to='{out / 'index'}'"]
+               f"--gin.DenseRetriever.save_index_to='{out / 'index'}'",
+               "--gin.DenseRetriever.index_parts=1"]  # one index over all rows (a ScaNN tree)
     code, seconds, rss = run_measured(command, out / "eval.log")
     if code != 0:
         sys.exit(f"{kind} evaluation at {documents} documents failed (exit {code}); see "

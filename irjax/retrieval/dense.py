@@ -30,6 +30,9 @@ from irjax.retrieval.mesh_encoding import MeshEncoder, mesh_text_encoder
 
 log = logging.getLogger(__name__)
 
+# A corpus smaller than this many default shards is cut into this many (up to 8 processes share it).
+SMALL_CORPUS_SHARDS = 8
+
 
 class DenseRetriever:
     """Encodes the corpus (embedding shards cached on disk), indexes it shard by shard, encodes
@@ -42,7 +45,11 @@ class DenseRetriever:
     (default $IRJAX_CACHE_DIR/embeddings). `per_device_batch` rows go to each device per step.
     `embeddings` names shards an `encode_corpus` job wrote: they are used instead of encoding
     (the corpus, or a prefix of it, and the model must be the ones they were encoded from).
-    Each process indexes the rows it owns in `index_parts` indexes (default one).
+    `index_parts=None` (default) builds one index per embedding shard: the parts, and so the
+    results of an approximate index (ScaNN, faiss), are the same on any number of processes. An
+    int builds that many indexes per process over the rows it owns: fewer, larger indexes
+    (faster ScaNN trees at millions of rows), whose approximate results depend on the process
+    count (exact search is the same either way).
     `cache_dir`, `embeddings` and `save_index_to` may be URIs (gs://...: irjax/paths.py).
     """
 
@@ -60,7 +67,7 @@ class DenseRetriever:
         dtype: str = "float32",
         per_device_batch: int | None = None,
         embeddings: str | None = None,
-        index_parts: int = 1,
+        index_parts: int | None = None,
     ):
         check_choice("DenseRetriever.index", index, available_kinds())
         try:  # constructing an unbuilt index is cheap and checks its options now, not later
@@ -97,11 +104,12 @@ class DenseRetriever:
         return mesh_text_encoder(self.query_encoder, self.per_device_batch)
 
     def effective_shard_size(self, collection: Collection) -> int:
-        """`shard_size`, or less when the corpus has fewer than one shard per process: shard s
-        belongs to process s % P, so a small corpus in one large shard would be encoded and
-        searched by process 0 alone."""
+        """`shard_size`, or less for a corpus under SMALL_CORPUS_SHARDS shards: shard s belongs to
+        process s % P, so a small corpus in one large shard would be encoded and searched by
+        process 0 alone. Depends on the corpus only (not on P), so the shards, their cache and
+        the index parts are the same on any number of processes."""
         count = len(collection.documents)
-        return max(1, min(self.shard_size, -(-count // jax.process_count())))
+        return max(1, min(self.shard_size, -(-count // SMALL_CORPUS_SHARDS)))
 
     def embeddings_dir(self, collection: Collection) -> AnyPath:
         key = cache_key(model=self.encoder.fingerprint, corpus=collection.fingerprint(),

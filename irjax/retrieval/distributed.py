@@ -70,40 +70,41 @@ def encode_corpus_shards(collection: Collection, encoder: MeshEncoder, directory
 
 def build_local_index(shards: EmbeddingShards, doc_ids: Sequence[str], kind: str,
                       options: dict[str, Any], save_to: str | os.PathLike | None = None,
-                      parts_per_process: int = 1) -> ShardedIndex:
+                      parts_per_process: int | None = None) -> ShardedIndex:
     """An index over the corpus rows whose embedding shards this process owns (only the first
-    len(doc_ids) rows), in `parts_per_process` parts of consecutive owned shards; saved under
+    len(doc_ids) rows), in `parts_per_process` parts of consecutive owned shards (None: one part
+    per shard, the same parts on any number of processes); saved under
     `save_to` (a folder per part; process 0 lists every process's parts in shards.json once all
-    have saved). Part numbers are global: process p's parts are p, p + P, ..."""
+    have saved). Part numbers are global (parts_of)."""
     index = ShardedIndex(kind, **options)
     layout, limit = shards.layout, len(doc_ids)
     process, count = jax.process_index(), jax.process_count()
 
-    def rows_of(owner: int) -> list[np.ndarray]:
+    def parts_of(owner: int) -> list[tuple[int, np.ndarray]]:
+        """(global part number, corpus rows) of `owner`'s parts: the shard number when each
+        shard is its own part, else owner + i * P for its i-th group of shards."""
         owned = [s for s in layout.owned_by(owner, count) if layout.rows(s).start < limit]
-        groups = np.array_split(np.asarray(owned, np.int64), max(1, min(parts_per_process,
-                                                                          len(owned))))
-        return [np.concatenate([np.arange(layout.rows(int(s)).start,
-                                          min(layout.rows(int(s)).stop, limit)) for s in group])
-                for group in groups if len(group)]
+        wanted = len(owned) if parts_per_process is None else parts_per_process
+        groups = np.array_split(np.asarray(owned, np.int64), max(1, min(wanted, len(owned))))
+        groups = [group for group in groups if len(group)]
+        return [(int(group[0]) if parts_per_process is None else owner + i * count,
+                 np.concatenate([np.arange(layout.rows(int(s)).start,
+                                           min(layout.rows(int(s)).stop, limit)) for s in group]))
+                for i, group in enumerate(groups)]
 
-    def part_number(owner: int, i: int) -> int:
-        return owner + i * count
-
-    for i, rows in enumerate(rows_of(process)):
+    for part, rows in parts_of(process):
         vectors = np.empty((len(rows), shards.dim), np.float32)  # filled shard by shard
         at = 0
         for shard, taken in _shard_slices(layout, rows):
             vectors[at:at + len(taken)] = shards.load(shard)[:len(taken)]
             at += len(taken)
-        index.add(part_number(process, i), rows, vectors, [doc_ids[int(r)] for r in rows])
+        index.add(part, rows, vectors, [doc_ids[int(r)] for r in rows])
         del vectors
     if save_to is not None:
         index.save(save_to, write_manifest=False)
         barrier("irjax-index-saved")
         if is_logging_process():
-            every = {part_number(owner, i): rows for owner in range(count)
-                     for i, rows in enumerate(rows_of(owner))}
+            every = {part: rows for owner in range(count) for part, rows in parts_of(owner)}
             write_shards_file(as_path(save_to), kind, index.metric, index.options, every)
     return index
 

@@ -108,3 +108,24 @@ def test_a_process_without_rows_contributes_empty_slots():
     merged = merge_top_k([owner.search(queries, 5), (scores, rows)], 5)
     np.testing.assert_array_equal(merged[1], owner.search(queries, 5)[1])
     np.testing.assert_array_equal(merged[0], owner.search(queries, 5)[0])
+
+
+def test_approximate_parts_give_the_same_results_however_processes_split_them():
+    """One ScaNN (asymmetric hashing) part per embedding shard: the parts do not depend on how
+    many processes hold them, so neither do the merged results."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(4 * 1500, 16)).astype(np.float32)
+    ids = [f"doc{i}" for i in range(len(vectors))]
+    queries = rng.normal(size=(20, 16)).astype(np.float32)
+
+    def process(parts):
+        index = ShardedIndex("scann")
+        for part in parts:
+            rows = range(part * 1500, (part + 1) * 1500)
+            index.add(part, rows, vectors[rows.start:rows.stop], ids[rows.start:rows.stop])
+        return index.search(queries, 10)
+
+    one = process([0, 1, 2, 3])
+    two = merge_top_k([process([0, 2]), process([1, 3])], 10)
+    np.testing.assert_array_equal(one[1], two[1])
+    np.testing.assert_array_equal(one[0], two[0])

@@ -46,15 +46,17 @@ def test_two_processes_write_what_one_process_writes(tmp_path):
     assert_same_results(one, two)
     timings = json.loads((two / "metrics.json").read_text())["timings"]
     assert timings["processes"] == 2
-    # The default shard size (65,536) exceeds the corpus: it is cut into one shard per process,
-    # so each process encoded (and searched) half of it, none twice; the vectors are the same.
+    # The default shard size (65,536) exceeds the corpus: it is cut into 8 shards whatever the
+    # process count (so the cache, and the index parts, are the same); each process encoded
+    # (and searched) its 4, none twice, into the same bytes as one process.
     markers = sorted((tmp_path / "cache-dense-2x2").rglob("shard-*.done"))
-    assert len(markers) == 2
+    assert len(markers) == 8
     one_shards = sorted((tmp_path / "cache-dense-1").rglob("shard-*.npy"))
     two_shards = sorted((tmp_path / "cache-dense-2x2").rglob("shard-*.npy"))
-    assert len(one_shards) == 1 and [len(np.load(p)) for p in two_shards] == [15, 15]
-    np.testing.assert_array_equal(np.load(one_shards[0]),
-                                  np.concatenate([np.load(p) for p in two_shards]))
+    assert [len(np.load(p)) for p in two_shards] == [4] * 7 + [2]
+    assert [p.relative_to(tmp_path / "cache-dense-1") for p in one_shards] == \
+        [p.relative_to(tmp_path / "cache-dense-2x2") for p in two_shards]
+    assert [p.read_bytes() for p in one_shards] == [p.read_bytes() for p in two_shards]
 
     bm25_one = evaluate(tmp_path, "bm25-1", "gin/eval/bm25.gin", data)
     bm25_two = evaluate(tmp_path, "bm25-2", "gin/eval/bm25.gin", data, (2, 1))
@@ -63,13 +65,13 @@ def test_two_processes_write_what_one_process_writes(tmp_path):
 
 def test_more_shards_than_one_per_process_split_evenly(tmp_path):
     data = write_corpus(tmp_path / "data", 30)
-    dense = ["--gin.INDEX='exact'", "--gin.DenseRetriever.shard_size=8",
+    dense = ["--gin.INDEX='exact'", "--gin.DenseRetriever.shard_size=3",
              "--gin.pretrained_encoder.max_length=32"]
     one = evaluate(tmp_path, "dense-1", "gin/eval/minilm.gin", data, extra=dense)
     two = evaluate(tmp_path, "dense-2x2", "gin/eval/minilm.gin", data, (2, 2), dense)
     assert_same_results(one, two)
-    # 4 shards of 8, two encoded by each process
-    assert len(sorted((tmp_path / "cache-dense-2x2").rglob("shard-*.done"))) == 4
+    # a shard size below the small-corpus one is kept: 10 shards of 3, five encoded by each
+    assert len(sorted((tmp_path / "cache-dense-2x2").rglob("shard-*.done"))) == 10
     one_shards = sorted((tmp_path / "cache-dense-1").rglob("shard-*.npy"))
     two_shards = sorted((tmp_path / "cache-dense-2x2").rglob("shard-*.npy"))
     assert [p.read_bytes() for p in one_shards] == [p.read_bytes() for p in two_shards]
