@@ -44,7 +44,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 from irjax.paths import AnyPath, as_path, modified_time, remove_tree
 
@@ -90,10 +90,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> AnyPath:
     if not isinstance(path, Path):
         return _write_remote(path, data)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return _publish_local(path, lambda f: f.write(data))
+
+
+def _publish_local(path: Path, fill: Callable[[BinaryIO], object]) -> Path:
+    """Writes a temporary file in `path`'s directory with `fill`, gives it the umask's mode,
+    syncs it and renames it onto `path`; on any failure the temporary file is removed."""
     fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fchmod(f.fileno(), published_mode())
             os.fsync(f.fileno())
@@ -145,21 +151,12 @@ def copy_file(source: str | os.PathLike, target: str | os.PathLike,
                 tmp.unlink(missing_ok=True)
             raise
         return target
-    fd, name = tempfile.mkstemp(prefix=temporary_prefix(target.name), suffix=".tmp",
-                                dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+    def fill(out: BinaryIO) -> None:
+        with source.open("rb") as src:
             while chunk := src.read(chunk_size):
                 out.write(chunk)
-            out.flush()
-            os.fchmod(out.fileno(), published_mode())
-            os.fsync(out.fileno())
-        os.replace(name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-        raise
-    return target
+
+    return _publish_local(target, fill)
 
 
 def _exchange(a: Path, b: Path) -> bool:

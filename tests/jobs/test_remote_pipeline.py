@@ -83,5 +83,5 @@ def test_minilm_encode_index_evaluate_on_remote_paths_equals_local(tmp_path, dat
         "evaluate_retriever.streamed=True")
     assert results(f"{memory_bucket}/w") == results(tmp_path / "w")
     saved = ShardedIndex.load(index)
-    assert len(saved) == 20 and sorted(saved.parts) == [0]
+    assert len(saved) == 20 and sorted(saved.parts) == [0, 1, 2]  # one part per embedding shard
     assert sorted((tmp_path / "cache" / "embeddings").iterdir()) == local_cache  # not encoded
