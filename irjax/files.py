@@ -87,10 +87,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> AnyPath:
     """Writes `data` to `path` via a temporary file in the same directory and an atomic rename
     (on a remote path: a temporary object, then a rename that is not atomic; module doc)."""
     path = as_path(path)
-    if not isinstance(path, Path):
-        return _write_remote(path, data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _publish_local(path, lambda f: f.write(data))
+    publish = _publish_local if isinstance(path, Path) else _publish_remote
+    return publish(path, lambda f: f.write(data))
 
 
 def _publish_local(path: Path, fill: Callable[[BinaryIO], object]) -> Path:
@@ -120,11 +119,13 @@ def _remote_temporary(path: AnyPath) -> AnyPath:
     return path.parent / f"{temporary_prefix(path.name)}{secrets.token_hex(4)}.tmp"
 
 
-def _write_remote(path: AnyPath, data: bytes) -> AnyPath:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _publish_remote(path: AnyPath, fill: Callable[[BinaryIO], object]) -> AnyPath:
+    """`_publish_local` for a remote `path`: a temporary object filled by `fill`, then a rename
+    (not atomic on object stores; module doc); the temporary object is removed on failure."""
     tmp = _remote_temporary(path)
     try:
-        tmp.write_bytes(data)
+        with tmp.open("wb") as out:
+            fill(out)
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -139,24 +140,12 @@ def copy_file(source: str | os.PathLike, target: str | os.PathLike,
     out of memory, under a temporary name first (`atomic_write_bytes`' guarantees)."""
     source, target = as_path(source), as_path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not isinstance(target, Path):
-        tmp = _remote_temporary(target)
-        try:
-            with source.open("rb") as src, tmp.open("wb") as out:
-                while chunk := src.read(chunk_size):
-                    out.write(chunk)
-            tmp.replace(target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
-        return target
     def fill(out: BinaryIO) -> None:
         with source.open("rb") as src:
             while chunk := src.read(chunk_size):
                 out.write(chunk)
 
-    return _publish_local(target, fill)
+    return (_publish_local if isinstance(target, Path) else _publish_remote)(target, fill)
 
 
 def _exchange(a: Path, b: Path) -> bool:
