@@ -87,10 +87,6 @@ class DualEncoder:
         retriever.warm_queries = warm_queries
         return retriever
 
-    def embeddings(self, collection: Collection, cache_dir: str | None = None) -> np.ndarray:
-        """Its document vectors [num_documents, d], corpus order (cached on disk)."""
-        return self.retriever(cache_dir).encode_corpus(collection)
-
     @property
     def encoder_params(self) -> Any:
         return self.model.tower(self.params, "query")
@@ -123,11 +119,28 @@ def load_dual_encoder(path: str | Path, pretrained: str | None = None) -> DualEn
                        f"{checkpoint.name}-finetuned", step, directory)
 
 
-def zero_shot_embeddings(collection: Collection, pretrained: str | None,
-                         cache_dir: str | None = None) -> np.ndarray:
-    """The pretrained (not fine-tuned) encoder's document vectors, cached on disk."""
+def dense_retriever(dual_encoder: DualEncoder | None, pretrained: str | None,
+                    cache_dir: str | None = None, warm_queries: bool = False) -> DenseRetriever:
+    """An exact dense retriever over the fine-tuned dual encoder when there is one, else over the
+    pretrained (zero-shot) encoder; corpus vectors cached on disk."""
+    if dual_encoder is not None:
+        return dual_encoder.retriever(cache_dir, warm_queries)
     encoder = TextEncoder.from_pretrained(pretrained, max_length=EMBEDDING_MAX_LENGTH)
-    return DenseRetriever(encoder, cache_dir=cache_dir).encode_corpus(collection)
+    return DenseRetriever(encoder, index="exact", cache_dir=cache_dir, warm_queries=warm_queries)
+
+
+def document_embeddings(collection: Collection, dual_encoder: DualEncoder | None,
+                        pretrained: str | None = None, cache_dir: str | None = None) -> np.ndarray:
+    """Document vectors [num_documents, d] in corpus order, from `dense_retriever`: what semantic
+    docids cluster and output rows start from."""
+    return dense_retriever(dual_encoder, pretrained, cache_dir).encode_corpus(collection)
+
+
+def require_dual_encoder(warm: WarmStart, dual_encoder: DualEncoder | None) -> None:
+    """Fails (before any work) when the warm start needs a dual encoder that was not given."""
+    if warm.encoder == "dual_encoder" and dual_encoder is None:
+        raise ConfigError("WarmStart.encoder = 'dual_encoder' needs train_dsi.dual_encoder "
+                          "(a train_dual_encoder run's checkpoints)")
 
 
 def warm_model(warm: WarmStart, vocab_size: int, pretrained: str | None = None,
@@ -150,9 +163,7 @@ def row_embeddings(warm: WarmStart, collection: Collection, dual_encoder: DualEn
     (they are cached on disk), never inside the trainer's sharding context."""
     if not warm.output_rows:
         return None
-    if dual_encoder is not None:
-        return dual_encoder.embeddings(collection, cache_dir)
-    return zero_shot_embeddings(collection, pretrained, cache_dir)
+    return document_embeddings(collection, dual_encoder, pretrained, cache_dir)
 
 
 def warm_params(warm: WarmStart, model: WarmSeq2SeqModel, scheme: DocidScheme,
@@ -160,10 +171,8 @@ def warm_params(warm: WarmStart, model: WarmSeq2SeqModel, scheme: DocidScheme,
                 vectors: np.ndarray | None, pretrained: str | None = None) -> dict[str, Any]:
     """The partial params the trainer merges into a fresh WarmT5 (models/warm_start.py);
     `vectors` from `row_embeddings`."""
-    if warm.encoder == "dual_encoder":
-        if dual_encoder is None:
-            raise ConfigError("WarmStart.encoder = 'dual_encoder' needs train_dsi.dual_encoder "
-                              "(a train_dual_encoder run's checkpoints)")
+    require_dual_encoder(warm, dual_encoder)
+    if dual_encoder is not None and warm.encoder == "dual_encoder":
         encoder = dual_encoder.encoder_params
     else:
         checkpoint = load_checkpoint(pretrained)

@@ -26,7 +26,6 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 from irjax.data.collection import Collection
 from irjax.data.docids import DocidScheme, create_docid_scheme, load_docid_scheme
@@ -38,15 +37,13 @@ from irjax.errors import ConfigError, InputFileError, MissingFileError
 from irjax.evaluation.evaluate import evaluate_on_collection
 from irjax.data.resolve import open_collection
 from irjax.retrieval.generative import GenerativeRetriever
-from irjax.retrieval.dense import DenseRetriever
-from irjax.models.dual_encoder import TextEncoder
 from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
 from irjax.parallel.processes import is_logging_process
 from irjax.jobs.choices import check_job_choices
-from irjax.jobs.dsi_warm_start import (WARM_BASE_VOCAB, DualEncoder, WarmStart, load_dual_encoder,
-                                       row_embeddings, warm_model, warm_params,
-                                       zero_shot_embeddings)
+from irjax.jobs.dsi_warm_start import (WARM_BASE_VOCAB, DualEncoder, WarmStart, dense_retriever,
+                                       document_embeddings, load_dual_encoder, require_dual_encoder,
+                                       row_embeddings, warm_model, warm_params)
 from irjax.jobs.summary import write_comparison, write_training_summary
 from irjax.training.optimizer import OptimizerConfig
 from irjax.training.trainer import Trainer
@@ -112,15 +109,6 @@ def read_pseudo_queries(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def document_embeddings(collection: Collection, pretrained: str | None,
-                        dual_encoder: DualEncoder | None = None) -> np.ndarray:
-    """Dual-encoder document vectors (cached on disk) for semantic docids: the fine-tuned dual
-    encoder's when given, else the zero-shot pretrained encoder's."""
-    if dual_encoder is not None:
-        return dual_encoder.embeddings(collection)
-    return zero_shot_embeddings(collection, pretrained)
-
-
 def docid_scheme_for(collection: Collection, workdir: Path, scheme: str,
                      options: Mapping[str, Any], pretrained: str | None,
                      dual_encoder: DualEncoder | None = None) -> DocidScheme:
@@ -134,7 +122,7 @@ def docid_scheme_for(collection: Collection, workdir: Path, scheme: str,
         return loaded
     options = dict(options)
     if scheme == "semantic" and "embeddings" not in options:
-        options["embeddings"] = document_embeddings(collection, pretrained, dual_encoder)
+        options["embeddings"] = document_embeddings(collection, dual_encoder, pretrained)
     built = create_docid_scheme(scheme, collection, **options)
     if is_logging_process():
         built.save(path)
@@ -231,9 +219,7 @@ def train_dsi(
 
     import_params = None
     if warm_start is not None:
-        if warm_start.encoder == "dual_encoder" and teacher is None:
-            raise ConfigError("WarmStart.encoder = 'dual_encoder' needs train_dsi.dual_encoder "
-                              "(a train_dual_encoder run's checkpoints)")
+        require_dual_encoder(warm_start, teacher)
         vectors = row_embeddings(warm_start, train, teacher, pretrained)
 
         def import_params() -> dict[str, Any]:
@@ -257,10 +243,9 @@ def train_dsi(
     result = loop.train(iterator, iterator.example_batch())
 
     if dense_baseline:
-        dense = (teacher.retriever(warm_queries=True) if teacher is not None else
-                 DenseRetriever(TextEncoder.from_pretrained(pretrained, max_length=256),
-                                index="exact", warm_queries=True))
-        records.append(evaluate_on_collection(evaluation, dense, workdir_path / "dense"))
+        records.append(evaluate_on_collection(
+            evaluation, dense_retriever(teacher, pretrained, warm_queries=True),
+            workdir_path / "dense"))
     record = evaluate_on_collection(evaluation, retriever_for(result.params), workdir_path)
     records.append(record)
     write_comparison(workdir_path, records)
