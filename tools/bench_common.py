@@ -21,6 +21,23 @@ REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
 REF_SETUP_HINT = "run `python tools/make_reference_vectors.py --setup` (or `make bench-encode`)"
 
 
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_summary() -> str:
+    """The CPU model and the SIMD flags that decide matmul speed (machines differ: only ratios
+    from one run compare), from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU: unknown (no /proc/cpuinfo)"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    present = [f for f in SIMD_FLAGS if f in flags] or ["none of " + ",".join(SIMD_FLAGS)]
+    return f"CPU: {fields.get('model name', '?')}; {os.cpu_count()} CPUs; flags {' '.join(present)}"
+
+
 def pin_threads(threads: int) -> None:
     """Same CPU set and thread counts for both frameworks; call before importing either."""
     cpus = sorted(os.sched_getaffinity(0))

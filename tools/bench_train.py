@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (REF_PYTHON, REF_SETUP_HINT, ROOT, TorchWorker,  # noqa: E402
-                          load_sentence_transformer, pin_threads, serve, timed)
+                          cpu_summary, load_sentence_transformer, pin_threads, serve, timed)
 
 LEARNING_RATE, WEIGHT_DECAY, CLIP_NORM, TEMPERATURE = 2e-5, 0.01, 1.0, 0.05
 
@@ -153,7 +153,8 @@ def torch_worker(args: argparse.Namespace) -> None:
 class IrjaxSteps:
     """The trainer's jitted step on MiniLM, one blocking call per step (state donated each time)."""
 
-    def __init__(self, args: argparse.Namespace, workdir: str, example: dict):
+    def __init__(self, args: argparse.Namespace, workdir: str, example: dict,
+                 grad_cache_tokens: int | None = None):
         import jax
 
         from irjax.models.bert import BertConfig
@@ -167,12 +168,14 @@ class IrjaxSteps:
         checkpoint = load_checkpoint()
         self.config = BertConfig.from_json(checkpoint.config_path)
         self.model = DualEncoderModel(self.config, temperature=TEMPERATURE, pooling=checkpoint.pooling,
-                                      dropout=not args.no_dropout)
+                                      dropout=not args.no_dropout,
+                                      grad_cache_tokens=grad_cache_tokens)
         total = args.warmup + args.steps
         optimizer = OptimizerConfig(learning_rate=LEARNING_RATE, decay="constant",
                                     weight_decay=WEIGHT_DECAY, clip_norm=CLIP_NORM)
         self.trainer = Trainer(
-            self.model, workdir, TrainerConfig(num_steps=total, progress_bar=False), optimizer,
+            self.model, workdir, TrainerConfig(num_steps=total, progress_bar=False,
+                                               prng_impl=args.prng_impl), optimizer,
             console=None, import_params=lambda: self.model.from_pretrained_params(
                 load_bert_params(checkpoint.weights_path, self.config)))
         # the state a new run starts from: imported MiniLM merged into a fresh state
@@ -217,6 +220,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jax-only", action="store_true", help="skip the sentence-transformers side")
     parser.add_argument("--no-dropout", action="store_true",
                         help="dropout off on both sides, to see what it costs (default: on)")
+    parser.add_argument("--grad-cache-tokens", type=int, default=None,
+                        help="also time irjax with GradCache slices of this many tokens "
+                             "(alternating with the plain step)")
+    parser.add_argument("--prng-impl", default=None, help="TrainerConfig.prng_impl of irjax's steps")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run for tests: 1 warm-up + 1 step, batch 2, lengths 16/32")
@@ -267,7 +274,10 @@ def main() -> None:
 
         from irjax.models.bert import flops_per_token
 
-        irjax = IrjaxSteps(args, tmp, batches[0])
+        irjax = IrjaxSteps(args, str(Path(tmp) / "plain"), batches[0])
+        cached = (IrjaxSteps(args, str(Path(tmp) / "grad_cache"), batches[0],
+                             grad_cache_tokens=args.grad_cache_tokens)
+                  if args.grad_cache_tokens else None)
         config, b, lq, ld = irjax.config, args.batch_size, args.query_length, args.doc_length
         flops = 3 * b * (lq * flops_per_token(config, lq) + ld * flops_per_token(config, ld))
         print(f"SciFact train: {data_stats['pairs']} pairs with distinct queries and docs, "
@@ -276,13 +286,16 @@ def main() -> None:
               f"{'off' if args.no_dropout else 'on'}; {args.threads} threads; "
               f"{jax.devices()[0].platform}, jax {jax.__version__}; irjax state from {irjax.source}"
               + (f"; torch {worker.info['torch']} ({worker.info['threads']} threads)" if worker else ""))
+        print(cpu_summary())
         eval_losses = {"irjax": irjax.eval_loss(batches[0])}
+        if cached:
+            eval_losses["irjax_grad_cache"] = cached.eval_loss(batches[0])
         if worker:
             eval_losses["sentence_transformers"] = worker.ask("eval_loss 0")["loss"]
         print("loss on batch 0 before training, dropout off: "
               + ", ".join(f"{k} {v:.5f}" for k, v in eval_losses.items()))
 
-        jx_times, st_times, jx_losses, st_losses = [], [], [], []
+        jx_times, st_times, jx_losses, st_losses, gc_times, gc_losses = [], [], [], [], [], []
         compile_s = 0.0
         for i in range(args.warmup + args.steps):
             if worker:
@@ -293,6 +306,10 @@ def main() -> None:
             compile_s = compile_s or seconds
             jx_times.append(seconds)
             jx_losses.append(loss)
+            if cached:
+                seconds, loss = cached.step(batches[i % len(batches)])
+                gc_times.append(seconds)
+                gc_losses.append(loss)
         peak = matmul_peak_gflops(args.matmul_n)
         torch_peak = 2 * args.matmul_n**3 / worker.ask("matmul")["seconds"] / 1e9 if worker else None
         if worker:
@@ -309,6 +326,12 @@ def main() -> None:
     print(f"\nmedians of {args.steps} timed steps each, alternating, after {args.warmup} warm-up "
           f"(irjax's first step, with compilation: {compile_s:.1f} s)")
     rows = [("irjax", result["irjax"])]
+    if cached:
+        result["irjax_grad_cache"] = {**summary(gc_times[args.warmup:], b, flops, peak),
+                                      "losses": gc_losses}
+        result["ratio_grad_cache_over_plain"] = (statistics.median(timed_jx)
+                                                 / statistics.median(gc_times[args.warmup:]))
+        rows.append((f"irjax GradCache {args.grad_cache_tokens}", result["irjax_grad_cache"]))
     if worker:
         result["sentence_transformers"] = {**summary(timed_st, b, flops, peak), "losses": st_losses}
         ratio = statistics.median(timed_st) / statistics.median(timed_jx)
@@ -321,6 +344,14 @@ def main() -> None:
     if worker:
         print(f"  ratio irjax / sentence-transformers (pairs/s): "
               f"{result['ratio_irjax_over_sentence_transformers']:.2f}x")
+        if cached:
+            result["ratio_grad_cache_over_sentence_transformers"] = (
+                statistics.median(timed_st) / statistics.median(gc_times[args.warmup:]))
+            print(f"  ratio irjax GradCache / sentence-transformers (pairs/s): "
+                  f"{result['ratio_grad_cache_over_sentence_transformers']:.2f}x")
+    if cached:
+        print(f"  ratio GradCache / plain irjax (pairs/s): {result['ratio_grad_cache_over_plain']:.2f}x")
+    result["cpu"] = cpu_summary()
     print(f"training FLOPs per step (3x forward, padded): {flops / 1e9:.1f} GFLOP; float32 matmul "
           f"peak ({args.matmul_n}^2, best of 10): jnp.dot {peak:.1f} GFLOP/s"
           + (f", torch.mm {torch_peak:.1f}" if torch_peak else ""))

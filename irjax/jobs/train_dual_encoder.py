@@ -50,8 +50,12 @@ def train_dual_encoder(
     evaluate_zero_shot: bool = True,
     pretrained: str | None = None,
     data_dir: str | None = None,
+    grad_cache_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """Fine-tunes a pretrained encoder (MiniLM by default) and evaluates it on `eval_split`."""
+    """Fine-tunes a pretrained encoder (MiniLM by default) and evaluates it on `eval_split`.
+
+    `grad_cache_tokens`: GradCache slices of about that many tokens per device (the same loss and
+    gradients, one slice's activations; see irjax/models/dual_encoder_training.py)."""
     check_job_choices("train_dual_encoder", objective=objective, negatives=negatives)
     workdir_path = Path(workdir)
     checkpoint = load_checkpoint(pretrained)
@@ -67,7 +71,7 @@ def train_dual_encoder(
     mesh = create_mesh(*trainer.mesh_shape)
     model = DualEncoderModel(config, temperature=temperature, shared_towers=shared_towers,
                              objective=objective, negatives=negatives, pooling=checkpoint.pooling,
-                             data_shards=mesh.shape["data"])
+                             data_shards=mesh.shape["data"], grad_cache_tokens=grad_cache_tokens)
     name = f"{checkpoint.name}-finetuned"
 
     def retriever_for(params: Any) -> DenseRetriever:

@@ -8,6 +8,13 @@ scale 20 = 1 / 0.05). Because the batch arrays are global (sharded over 'data'),
 does by hand on pods. `negatives='local'` restricts each query to the candidates of its own data
 shard, to measure what cross-device negatives buy.
 
+GradCache (Gao et al. 2021), `grad_cache_tokens=T`: each tower embeds its rows in slices of about
+T tokens, and each slice is rematerialised (`jax.checkpoint`), so the forward pass keeps only the
+embeddings, the loss is taken over the whole batch, and the backward pass re-runs one slice at a
+time with that slice's embedding gradients -- the same loss and gradients as the plain step (with
+dropout off; with dropout on, every slice draws its own mask), activation memory of one slice, and
+on CPU the cache-sized slices that make encoding fast (`CPU_MICRO_BATCH_TOKENS`).
+
 Candidate layout (see irjax/data/pipeline.py): [B positives, then B*n negatives row-major];
 `logit_mask` removes false negatives (another row's document that is also relevant to this query).
 """
@@ -21,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from irjax.models.bert import BertConfig, BertEncoder
-from irjax.models.dual_encoder import POOLING, l2_normalize
+from irjax.models.dual_encoder import POOLING, encode_batch, slice_count
 
 OBJECTIVES = ("contrastive", "margin_mse", "contrastive+margin_mse")
 NEGATIVES = ("global", "local")
@@ -40,6 +47,7 @@ class DualEncoderModel:
     data_shards: int = 1               # rows per shard = B / data_shards, used by negatives='local'
     dropout: bool = True
     dtype: Any = jnp.float32
+    grad_cache_tokens: int | None = None  # GradCache slices of about this many tokens; None: off
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -50,6 +58,9 @@ class DualEncoderModel:
             raise ValueError(f"pooling must be one of {sorted(POOLING)}, got {self.pooling!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.grad_cache_tokens is not None and self.grad_cache_tokens < 1:
+            raise ValueError(f"grad_cache_tokens must be >= 1 (tokens per slice) or None, got "
+                             f"{self.grad_cache_tokens}")
 
     @property
     def module(self) -> BertEncoder:
@@ -117,11 +128,35 @@ class DualEncoderModel:
 
     def embed(self, params: Any, side: str, ids: jax.Array, mask: jax.Array,
               rng: jax.Array | None = None) -> jax.Array:
-        """Unit vectors [rows, d]; dropout is active when training (rng given and dropout on)."""
+        """Unit vectors [rows, d]; dropout is active when training (rng given and dropout on).
+        With `grad_cache_tokens`, rematerialised slices (GradCache; see the module docstring)."""
         train = rng is not None and self.dropout
-        hidden = self.module.apply({"params": self.tower(params, side)}, ids, mask,
-                                   deterministic=not train, rngs={"dropout": rng} if train else None)
-        return l2_normalize(POOLING[self.pooling](hidden, mask))
+        tower = self.tower(params, side)
+        if self.grad_cache_tokens is None:
+            return encode_batch(self.module, tower, ids, mask, self.pooling,
+                                deterministic=not train, rngs={"dropout": rng} if train else None)
+
+        @jax.checkpoint
+        def encode_slice(p: Any, ids: jax.Array, mask: jax.Array, key: jax.Array) -> jax.Array:
+            return encode_batch(self.module, p, ids, mask, self.pooling, deterministic=not train,
+                                rngs={"dropout": key} if train else None)
+
+        rows, length = ids.shape
+        # Slices cut every data shard's rows alike (slice i = the i-th rows of each shard), so each
+        # slice still spans all devices: data parallelism is kept inside every slice.
+        shards = self.data_shards if rows % self.data_shards == 0 else 1
+        count = slice_count(rows // shards, length, self.grad_cache_tokens)
+        keys = jax.random.split(rng if rng is not None else jax.random.key(0), count)
+        if count == 1:
+            return encode_slice(tower, ids, mask, keys[0])
+
+        def to_slices(x: jax.Array) -> jax.Array:  # [rows, L] -> [count, rows / count, L]
+            x = x.reshape(shards, count, rows // shards // count, length)
+            return jnp.swapaxes(x, 0, 1).reshape(count, rows // count, length)
+
+        out = jax.lax.map(lambda xs: encode_slice(tower, *xs), (to_slices(ids), to_slices(mask), keys))
+        out = jnp.swapaxes(out.reshape(count, shards, rows // shards // count, -1), 0, 1)
+        return out.reshape(rows, -1)
 
     def _candidate_mask(self, batch: Mapping[str, jax.Array], b: int, n: int) -> jax.Array:
         mask = batch["logit_mask"].astype(bool) if "logit_mask" in batch else jnp.ones((b, b * (1 + n)), bool)

@@ -7,6 +7,12 @@ optimizer updates once every k batches, with the learning rate the schedule give
 batch of that group. So a run of N*k batches with accumulation over k follows exactly the
 schedule (and, for a mean-reduced loss, the updates) of a run of N batches k times larger.
 
+Two switches change how the update runs, not what it is: `flatten` ravels every parameter into
+one vector for Adam's moment updates (optax.flatten), so the many small per-leaf elementwise
+kernels become one -- launch overhead on GPU; it gathers model-sharded parameters, so use it
+with data parallelism; `mu_dtype='bfloat16'` keeps the first moment in bfloat16, halving its
+memory traffic (its updates then differ from float32's by bfloat16 rounding, ~0.4%).
+
 Weight decay skips biases and LayerNorm/RMSNorm scales: decay pulls parameters towards zero,
 which for a scale means towards switching the layer off and for a bias towards an arbitrary
 offset; only weight matrices and embeddings (arrays with ndim >= 2 that are not named
@@ -60,6 +66,8 @@ class OptimizerConfig:
     eps: float = 1e-8
     clip_norm: float | None = 1.0
     grad_accum_steps: int = 1
+    flatten: bool = False
+    mu_dtype: str | None = None  # e.g. 'bfloat16'; None keeps the parameters' dtype
 
     def __post_init__(self) -> None:
         if self.learning_rate < 0:
@@ -80,6 +88,12 @@ class OptimizerConfig:
             raise ValueError(f"clip_norm={self.clip_norm} must be > 0, or None to disable clipping")
         if self.grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps={self.grad_accum_steps} must be >= 1 (1 = off)")
+        if self.mu_dtype is not None:
+            try:
+                jnp.dtype(self.mu_dtype)
+            except TypeError as e:
+                raise ValueError(f"OptimizerConfig.mu_dtype={self.mu_dtype!r} is not a dtype; use "
+                                 "'bfloat16', 'float32' or None") from e
 
     def resolved(self, num_steps: int) -> "OptimizerConfig":
         """This config for a run of `num_steps` batches (kept if the schedule's length is set):
@@ -132,14 +146,23 @@ class OptimizerConfig:
         schedule, k = self.schedule(), self.grad_accum_steps
         # The inner optimizer counts updates; map update u to its first batch, u * k.
         per_update = schedule if k == 1 else (lambda count: schedule(count * k))
-        adamw = optax.adamw(per_update, b1=self.b1, b2=self.b2, eps=self.eps,
-                            weight_decay=self.weight_decay, mask=decay_mask)
+        adamw = self._adamw(per_update)
         parts = ([optax.clip_by_global_norm(self.clip_norm)] if self.clip_norm is not None
                  else []) + [adamw]
         transform = optax.chain(*parts)
         if k == 1:
             return transform
         return optax.MultiSteps(transform, every_k_schedule=k).gradient_transformation()
+
+
+    def _adamw(self, schedule: optax.Schedule) -> optax.GradientTransformation:
+        """optax.adamw's three parts, so that Adam's moments alone can run flattened (decay needs
+        the parameter tree: its mask is by leaf name and rank)."""
+        adam = optax.scale_by_adam(b1=self.b1, b2=self.b2, eps=self.eps,
+                                   mu_dtype=None if self.mu_dtype is None else jnp.dtype(self.mu_dtype))
+        return optax.chain(optax.flatten(adam) if self.flatten else adam,
+                           optax.add_decayed_weights(self.weight_decay, decay_mask),
+                           optax.scale_by_learning_rate(schedule))
 
 
 def make_optimizer(learning_rate: float, num_steps: int, warmup_steps: int = 0,

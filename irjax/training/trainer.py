@@ -164,8 +164,11 @@ class Trainer:
     def _keys(self) -> tuple[jax.Array, jax.Array]:
         """(init key, step key), built inside traced code: a key made on the host would be a
         single-device array that multi-process jit and device_put cannot place globally.
-        Step s uses fold_in(step key, s - 1), so its rng depends on nothing but seed and s."""
+        Step s uses fold_in(step key, s - 1), so its rng depends on nothing but seed and s.
+        With `prng_impl`, the step key is the same split of a key of that implementation."""
         init_key, step_key = jax.random.split(jax.random.key(self.seed))
+        if self.config.prng_impl is not None:
+            step_key = jax.random.split(jax.random.key(self.seed, impl=self.config.prng_impl))[1]
         return init_key, step_key
 
     def make_train_step(self, shardings: TrainState) -> Callable[..., tuple[TrainState, dict]]:

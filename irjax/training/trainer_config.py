@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from irjax.choices import check_choice
 from irjax.parallel.partitioning import DEFAULT_RULES
+
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +25,10 @@ class TrainerConfig:
     ('data', 'model'), so changing parallelism is a config edit. `init_checkpoint` is another
     run's checkpoint directory (or one step of it): its params start this run (step 0, fresh
     optimizer and data) when the workdir holds no checkpoint of its own. `eval_every=None`
-    evaluates only at the end.
+    evaluates only at the end. `prng_impl` is the random-number generator of the training steps
+    (dropout): None keeps JAX's threefry; 'rbg' or 'unsafe_rbg' (MaxText's choice on GPU) draw
+    large dropout masks far more cheaply. Parameter init always uses threefry, so the option
+    changes the dropout masks and nothing else.
     """
 
     num_steps: int | None = None
@@ -37,6 +43,7 @@ class TrainerConfig:
     async_checkpoints: bool = True
     init_checkpoint: str | None = None
     progress_bar: bool = True
+    prng_impl: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple((str(a), b) for a, b in self.rules))
@@ -52,6 +59,8 @@ class TrainerConfig:
         if self.eval_every is not None and self.eval_every < 1:
             raise ValueError(f"TrainerConfig.eval_every={self.eval_every}: use a positive step "
                              "count, or None to evaluate only at the end")
+        if self.prng_impl is not None:
+            check_choice("TrainerConfig.prng_impl", self.prng_impl, PRNG_IMPLS)
         if len(self.mesh_shape) != 2:
             raise ValueError(f"TrainerConfig.mesh_shape={self.mesh_shape} must be (data, model), "
                              "e.g. (-1, 1) for data parallelism over every device")

@@ -57,7 +57,7 @@ def bench_train(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, bo
     _skip_without_scifact_and_minilm("qrels/train.tsv")
     with_torch = REF_PYTHON.exists()
     out = tmp_path_factory.mktemp("bench_train") / "result.json"
-    stdout = _run(["tools/bench_train.py", "--smoke", "--json", str(out)]
+    stdout = _run(["tools/bench_train.py", "--smoke", "--json", str(out), "--grad-cache-tokens", "16"]
                   + ([] if with_torch else ["--jax-only"]))
     return json.loads(out.read_text()), stdout, with_torch
 
@@ -71,6 +71,16 @@ def test_bench_train_reports_irjax_throughput(bench_train: tuple[dict, str, bool
     assert len(result["irjax"]["step_s"]) == result["settings"]["steps"] == 1
     assert all(math.isfinite(x) for x in result["irjax"]["losses"])
     assert "pairs/s" in stdout and "irjax" in stdout
+    assert result["cpu"].startswith("CPU: ") and result["cpu"] in stdout
+
+
+def test_bench_train_times_grad_cache_with_the_plain_loss(bench_train: tuple[dict, str, bool]) -> None:
+    result, stdout, _ = bench_train
+    _assert_positive(result["irjax_grad_cache"], ("step_s_median", "pairs_per_s"))
+    _assert_positive(result, ("ratio_grad_cache_over_plain",))
+    losses = result["eval_loss_batch0"]  # same MiniLM weights, dropout off: GradCache changes nothing
+    assert losses["irjax_grad_cache"] == pytest.approx(losses["irjax"], abs=1e-5)
+    assert "GradCache / plain" in stdout
 
 
 def test_bench_train_against_sentence_transformers(bench_train: tuple[dict, str, bool]) -> None:

@@ -55,7 +55,10 @@ class RandomPairs:
         return batch
 
 
-def run(args: argparse.Namespace, workdir: Path, mesh=None) -> dict[str, Any]:
+def run(args: argparse.Namespace, workdir: Path, mesh=None, options: dict | None = None
+        ) -> dict[str, Any]:
+    """One training run; `options` = {'model': {...}, 'optimizer': {...}, 'trainer': {...}}
+    overrides of DualEncoderModel / OptimizerConfig / TrainerConfig (the efficiency switches)."""
     import jax
 
     from irjax.models.bert import BertConfig
@@ -67,12 +70,14 @@ def run(args: argparse.Namespace, workdir: Path, mesh=None) -> dict[str, Any]:
 
     config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=32, max_position_embeddings=16)
-    model = DualEncoderModel(config, temperature=0.1)
+    options = options or {}
+    model = DualEncoderModel(config, temperature=0.1, dropout=not args.no_dropout, data_shards=args.data,
+                             **options.get("model", {}))
     data = RandomPairs(process_shard(GLOBAL_BATCH))
     config = TrainerConfig(num_steps=args.steps, mesh_shape=(args.data, args.model), seed=5,
-                           log_every=1, progress_bar=False)
-    trainer = Trainer(model, workdir, config, OptimizerConfig(learning_rate=1e-2), mesh=mesh,
-                      console=None)
+                           log_every=1, progress_bar=False, **options.get("trainer", {}))
+    optimizer = OptimizerConfig(learning_rate=1e-2, **options.get("optimizer", {}))
+    trainer = Trainer(model, workdir, config, optimizer, mesh=mesh, console=None)
     result = trainer.train(data, data.global_batch(0) if mesh is not None else
                            {k: v[data.rows] for k, v in data.global_batch(0).items()})
     specs = {jax.tree_util.keystr(p): [None if a is None else str(a) for a in v.sharding.spec]
@@ -88,6 +93,9 @@ def main() -> int:
     parser.add_argument("--data", type=int, default=4)
     parser.add_argument("--model", type=int, default=2)
     parser.add_argument("--reference", action="store_true")
+    parser.add_argument("--no-dropout", action="store_true")
+    parser.add_argument("--variants", default="{}",
+                        help='JSON {name: options}: each also trained on the (data, model) mesh')
     args = parser.parse_args()
     import jax
     jax.config.update("jax_compilation_cache_dir", str(ROOT / ".cache" / "jax"))
@@ -95,6 +103,8 @@ def main() -> int:
     from irjax.parallel.partitioning import create_mesh
 
     result = {"sharded": run(args, args.workdir)}
+    for name, options in json.loads(args.variants).items():
+        result[name] = run(args, args.workdir / name, options=options)
     if args.reference:
         result["reference"] = run(args, args.workdir / "reference",
                                   mesh=create_mesh(1, 1, devices=jax.devices()[:1]))

@@ -148,7 +148,57 @@ def test_weight_decay_skips_biases_and_norm_scales():
     (dict(decay="exp"), "decay='exp' is not a valid choice; choose one of \['cosine', 'linear', 'constant'\]"),
     (dict(clip_norm=0.0), "None to disable"),
     (dict(grad_accum_steps=0), "grad_accum_steps=0"),
+    (dict(mu_dtype="bf17"), "mu_dtype='bf17' is not a dtype"),
 ])
 def test_bad_settings_say_what_to_change(bad, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         OptimizerConfig(**{"learning_rate": 0.1, "num_steps": 10, **bad})
+
+
+def run_updates(tx, params, steps=5, seed=0):
+    """`steps` AdamW updates with random gradients (the same for every tx given the seed)."""
+    state = tx.init(params)
+    keys = jax.random.split(jax.random.key(seed), steps)
+    for key in keys:
+        leaves, tree = jax.tree.flatten(params)
+        grads = tree.unflatten([jax.random.normal(k, x.shape) for k, x in
+                                zip(jax.random.split(key, len(leaves)), leaves)])
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return params, state
+
+
+def test_plain_config_keeps_optax_adamw_state_layout_and_updates():
+    """Existing checkpoints hold optax.adamw's state: the config's own chain must match it."""
+    params = jax.jit(Tiny().init)(jax.random.key(0), jnp.zeros((2,), jnp.int32))["params"]
+    config = OptimizerConfig(learning_rate=1e-2, num_steps=10, weight_decay=0.1)
+    reference = optax.chain(optax.clip_by_global_norm(1.0),  # what build() made before the switches
+                            optax.adamw(config.schedule(), weight_decay=0.1, mask=decay_mask))
+    ours, ours_state = run_updates(config.build(), params)
+    theirs, theirs_state = run_updates(reference, params)
+    assert jax.tree.structure(ours_state) == jax.tree.structure(theirs_state)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_flattened_adam_gives_the_same_parameters_and_still_skips_decay_on_biases():
+    params = jax.jit(Tiny().init)(jax.random.key(1), jnp.zeros((2,), jnp.int32))["params"]
+    settings = dict(learning_rate=1e-2, num_steps=10, weight_decay=0.1, warmup_steps=2)
+    plain, _ = run_updates(OptimizerConfig(**settings).build(), params)
+    flat, flat_state = run_updates(OptimizerConfig(**settings, flatten=True).build(), params)
+    for a, b in zip(jax.tree.leaves(flat), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    mu = flat_state[1][0].mu  # after clipping: the chain's Adam state, over the flat vector
+    assert mu.ndim == 1 and mu.size == sum(x.size for x in jax.tree.leaves(params))
+
+
+def test_bfloat16_first_moment_stays_within_its_rounding():
+    params = jax.jit(Tiny().init)(jax.random.key(2), jnp.zeros((2,), jnp.int32))["params"]
+    settings = dict(learning_rate=1e-2, num_steps=10, weight_decay=0.1)
+    plain, _ = run_updates(OptimizerConfig(**settings).build(), params)
+    bf16, state = run_updates(OptimizerConfig(**settings, mu_dtype="bfloat16").build(), params)
+    assert all(m.dtype == jnp.bfloat16 for m in jax.tree.leaves(state[1][0].mu))
+    moved = [float(jnp.abs(b - p).max()) for b, p in zip(jax.tree.leaves(plain), jax.tree.leaves(params))]
+    diffs = [float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(bf16), jax.tree.leaves(plain))]
+    # 5 updates of size ~lr: bfloat16's 2^-8 relative rounding of mu moves each by < 1% of lr
+    assert max(diffs) < 5 * 1e-2 * 0.01 and max(diffs) > 0 and max(moved) > 1e-2

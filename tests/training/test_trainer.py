@@ -328,3 +328,21 @@ def test_kill_9_three_times_and_a_corrupt_checkpoint_resume_exactly(tmp_path):
     assert {str(k): v for k, v in read_losses(workdir).items()} == final["losses"]
     logged = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 21))  # replayed steps replace the killed runs' records
+
+
+def test_prng_impl_changes_the_step_key_only(tmp_path):
+    """The step key (dropout) takes the configured implementation; init keeps threefry, so
+    parameters start the same whatever the option."""
+    from irjax.choices import InvalidChoiceError
+
+    def keys(impl):
+        trainer = Trainer(make_model(), tmp_path, TrainerConfig(num_steps=1, seed=3, prng_impl=impl),
+                          OptimizerConfig(learning_rate=0.1), console=None)
+        return trainer._keys()
+
+    (init, step), (rbg_init, rbg_step) = keys(None), keys("unsafe_rbg")
+    assert str(jax.random.key_impl(step)) == str(jax.random.key_impl(init)) != str(jax.random.key_impl(rbg_step))
+    assert "rbg" in str(jax.random.key_impl(rbg_step))
+    np.testing.assert_array_equal(jax.random.key_data(rbg_init), jax.random.key_data(init))
+    with pytest.raises(InvalidChoiceError, match="prng_impl='philox'"):
+        TrainerConfig(num_steps=1, prng_impl="philox")
