@@ -72,26 +72,20 @@ def micro_batch_rows(rows: int, length: int, tokens: int | None) -> int:
 
 
 def encode_in_slices(
-    encode: Any, params: Any, ids: jax.Array, mask: jax.Array, tokens: int | None,
-    keys: Any = None,
+    encode: Any, params: Any, ids: jax.Array, mask: jax.Array, tokens: int | None
 ) -> jax.Array:
-    """`encode(params, ids, mask)` applied to row slices in sequence (lax.map) inside one call.
-
-    With `keys` (one per slice, `slice_count(...)` of them), slice i is `encode(params, ids_i,
-    mask_i, keys[i])`: how training gives every slice its own dropout key."""
+    """`encode(params, ids, mask)` applied to row slices in sequence (lax.map) inside one call."""
     rows, length = ids.shape
     step = micro_batch_rows(rows, length, tokens)
     if step == rows:
-        return encode(params, ids, mask) if keys is None else encode(params, ids, mask, keys[0])
+        return encode(params, ids, mask)
     sliced = (ids.reshape(rows // step, step, length), mask.reshape(rows // step, step, length))
-    if keys is not None:
-        sliced = (*sliced, keys)
     out = jax.lax.map(lambda batch: encode(params, *batch), sliced)
     return out.reshape(rows, -1)
 
 
 def slice_count(rows: int, length: int, tokens: int | None) -> int:
-    """How many slices `encode_in_slices` cuts `rows` rows of width `length` into."""
+    """How many slices of `micro_batch_rows` rows `rows` rows of width `length` make."""
     return rows // micro_batch_rows(rows, length, tokens)
 
 
