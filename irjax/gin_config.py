@@ -57,7 +57,7 @@ def register_all() -> None:
         return
     from irjax.evaluation import evaluate
     from irjax.index import base as index_base
-    from irjax.models import dual_encoder
+    from irjax.models import dual_encoder, efficiency
     from irjax.retrieval import bm25, dense
     from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, pair_data, train_dsi,
                             train_dual_encoder, train_multi_vector, train_query_generator)
@@ -74,6 +74,7 @@ def register_all() -> None:
     gin.external_configurable(encode_corpus.encode_corpus, "encode_corpus")
     gin.external_configurable(trainer_config.TrainerConfig, "TrainerConfig")
     gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
+    gin.external_configurable(efficiency.EncoderEfficiency, "EncoderEfficiency")
     gin.external_configurable(pair_data.DataConfig, "DataConfig")
     gin.external_configurable(train_multi_vector.train_multi_vector, "train_multi_vector")
     gin.external_configurable(train_dsi.train_dsi, "train_dsi")

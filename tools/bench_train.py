@@ -159,6 +159,7 @@ class IrjaxSteps:
 
         from irjax.models.bert import BertConfig
         from irjax.models.dual_encoder_training import DualEncoderModel
+        from irjax.models.efficiency import EncoderEfficiency
         from irjax.models.hf_import import load_bert_params
         from irjax.models.pretrained import load_checkpoint
         from irjax.training.optimizer import OptimizerConfig
@@ -169,7 +170,9 @@ class IrjaxSteps:
         self.config = BertConfig.from_json(checkpoint.config_path)
         self.model = DualEncoderModel(self.config, temperature=TEMPERATURE, pooling=checkpoint.pooling,
                                       dropout=not args.no_dropout,
-                                      grad_cache_tokens=grad_cache_tokens)
+                                      efficiency=EncoderEfficiency(
+                                          attention=args.attention, remat=args.remat,
+                                          grad_cache_tokens=grad_cache_tokens))
         total = args.warmup + args.steps
         optimizer = OptimizerConfig(learning_rate=LEARNING_RATE, decay="constant",
                                     weight_decay=WEIGHT_DECAY, clip_norm=CLIP_NORM)
@@ -224,6 +227,8 @@ def parse_args() -> argparse.Namespace:
                         help="also time irjax with GradCache slices of this many tokens "
                              "(alternating with the plain step)")
     parser.add_argument("--prng-impl", default=None, help="TrainerConfig.prng_impl of irjax's steps")
+    parser.add_argument("--attention", default="einsum", help="EncoderEfficiency.attention of irjax")
+    parser.add_argument("--remat", default="none", help="EncoderEfficiency.remat of irjax")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run for tests: 1 warm-up + 1 step, batch 2, lengths 16/32")

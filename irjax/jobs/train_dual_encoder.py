@@ -19,6 +19,7 @@ from irjax.jobs.summary import write_comparison, write_training_summary
 from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.dual_encoder_training import DualEncoderModel
+from irjax.models.efficiency import EncoderEfficiency
 from irjax.models.hf_import import load_bert_params
 from irjax.models.pretrained import load_checkpoint
 from irjax.parallel.partitioning import create_mesh
@@ -50,12 +51,12 @@ def train_dual_encoder(
     evaluate_zero_shot: bool = True,
     pretrained: str | None = None,
     data_dir: str | None = None,
-    grad_cache_tokens: int | None = None,
+    efficiency: EncoderEfficiency = EncoderEfficiency(),
 ) -> dict[str, Any]:
     """Fine-tunes a pretrained encoder (MiniLM by default) and evaluates it on `eval_split`.
 
-    `grad_cache_tokens`: GradCache slices of about that many tokens per device (the same loss and
-    gradients, one slice's activations; see irjax/models/dual_encoder_training.py)."""
+    `efficiency`: attention path, per-layer remat and GradCache (irjax/models/efficiency.py);
+    they change speed and memory, not the model."""
     check_job_choices("train_dual_encoder", objective=objective, negatives=negatives)
     workdir_path = Path(workdir)
     checkpoint = load_checkpoint(pretrained)
@@ -71,7 +72,7 @@ def train_dual_encoder(
     mesh = create_mesh(*trainer.mesh_shape)
     model = DualEncoderModel(config, temperature=temperature, shared_towers=shared_towers,
                              objective=objective, negatives=negatives, pooling=checkpoint.pooling,
-                             data_shards=mesh.shape["data"], grad_cache_tokens=grad_cache_tokens)
+                             data_shards=mesh.shape["data"], efficiency=efficiency)
     name = f"{checkpoint.name}-finetuned"
 
     def retriever_for(params: Any) -> DenseRetriever:

@@ -19,8 +19,20 @@ import jax.numpy as jnp
 import flax.linen as nn
 from jax import lax
 
+from irjax.choices import check_choice
+
 Dtype = Any
 Initializer = Callable[..., jax.Array]
+
+# How attention runs. 'einsum': two einsums around a float32 softmax, with attention dropout (the
+# reference). 'fused': jax.nn.dot_product_attention, XLA's implementation wherever it runs.
+# 'cudnn': the same call with implementation='cudnn' (flash attention; NVIDIA GPUs only). The
+# fused paths take no dropout argument, so attention-probability dropout is off there (hidden
+# dropout stays); with dropout off all three give the same outputs.
+ATTENTION = ("einsum", "fused", "cudnn")
+# What each layer keeps for the backward pass: 'none' keeps everything; 'full' recomputes the
+# whole layer; 'dots' keeps matmul outputs without batch dims (MaxText's 'minimal').
+REMAT = ("none", "full", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +176,7 @@ class BertSelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: lax.PrecisionLike = None
+    attention: str = "einsum"  # see ATTENTION
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
@@ -178,6 +191,8 @@ class BertSelfAttention(nn.Module):
         q = nn.with_logical_constraint(proj("query")(x), qkv_axes)
         k = nn.with_logical_constraint(proj("key")(x), qkv_axes)
         v = nn.with_logical_constraint(proj("value")(x), qkv_axes)
+        if self.attention != "einsum":
+            return self._out(self._fused(q, k, v, mask))
         q = q * jnp.asarray(head_dim**-0.5, self.dtype)
         # Heads-major [batch, heads, length, kv] puts the batch dims of both attention matmuls
         # first; XLA's CPU dot emitter ran them 2-4x faster so than with heads in the middle.
@@ -187,7 +202,22 @@ class BertSelfAttention(nn.Module):
         probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(self.dtype)
         probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
         ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, v, precision=self.precision)
-        ctx = nn.with_logical_constraint(ctx.transpose(0, 2, 1, 3), qkv_axes)
+        return self._out(ctx.transpose(0, 2, 1, 3))
+
+    def _fused(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+        """jax.nn.dot_product_attention over [batch, length, heads, kv]; padding given as key
+        lengths for cuDNN (masks are right-padded: real tokens first), as a mask otherwise."""
+        if self.attention == "cudnn":
+            lengths = jnp.sum(mask, axis=-1, dtype=jnp.int32)
+            return jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths,
+                                                key_value_seq_lengths=lengths,
+                                                implementation="cudnn")
+        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :] > 0,
+                                            implementation="xla")
+
+    def _out(self, ctx: jax.Array) -> jax.Array:
+        cfg = self.config
+        ctx = nn.with_logical_constraint(ctx, ("batch", "length", "heads", "kv"))
         out = DenseGeneral((cfg.hidden_size,), ("heads", "kv", "embed"), 2, _init(cfg),
                            self.dtype, self.param_dtype, self.precision, name="out")(ctx)
         return nn.with_logical_constraint(out, ("batch", "length", "embed"))
@@ -200,12 +230,13 @@ class BertLayer(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: lax.PrecisionLike = None
+    attention: str = "einsum"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
-        h = BertSelfAttention(cfg, self.dtype, self.param_dtype, self.precision,
+        h = BertSelfAttention(cfg, self.dtype, self.param_dtype, self.precision, self.attention,
                               name="attention")(x, mask, deterministic)
         x = _layer_norm(cfg, self.dtype, self.param_dtype, "attention_norm")(
             x + dropout(h, deterministic=deterministic))
@@ -223,13 +254,16 @@ class BertEncoder(nn.Module):
     """Token ids [batch, length] and a 0/1 mask -> hidden states [batch, length, hidden_size].
 
     `dtype` is the compute dtype, `param_dtype` the storage dtype of parameters; `precision`
-    is passed to every matmul (e.g. 'highest' to forbid TF32 on GPUs).
+    is passed to every matmul (e.g. 'highest' to forbid TF32 on GPUs). `attention` and `remat`
+    are the efficiency switches above (ATTENTION, REMAT); parameters are the same whatever they are.
     """
 
     config: BertConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: lax.PrecisionLike = None
+    attention: str = "einsum"
+    remat: str = "none"
 
     @nn.compact
     def __call__(
@@ -242,9 +276,16 @@ class BertEncoder(nn.Module):
         ids = nn.with_logical_constraint(ids, ("batch", "length"))
         x = BertEmbeddings(self.config, self.dtype, self.param_dtype, name="embeddings")(
             ids, token_types, deterministic)
+        check_choice("BertEncoder.attention", self.attention, ATTENTION)
+        check_choice("BertEncoder.remat", self.remat, REMAT)
+        layer = BertLayer
+        if self.remat != "none":  # argument 3 (self = 0) is the Python bool `deterministic`
+            policy = (None if self.remat == "full"
+                      else jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+            layer = nn.remat(BertLayer, policy=policy, static_argnums=(3,))
         for i in range(self.config.num_hidden_layers):
-            x = BertLayer(self.config, self.dtype, self.param_dtype, self.precision,
-                          name=f"layer_{i}")(x, mask, deterministic)
+            x = layer(self.config, self.dtype, self.param_dtype, self.precision, self.attention,
+                      name=f"layer_{i}")(x, mask, deterministic)
         return x
 
 

@@ -8,7 +8,7 @@ scale 20 = 1 / 0.05). Because the batch arrays are global (sharded over 'data'),
 does by hand on pods. `negatives='local'` restricts each query to the candidates of its own data
 shard, to measure what cross-device negatives buy.
 
-GradCache (Gao et al. 2021), `grad_cache_tokens=T`: each tower embeds its rows in slices of about
+GradCache (Gao et al. 2021), `efficiency.grad_cache_tokens=T`: each tower embeds its rows in slices of about
 T tokens, and each slice is rematerialised (`jax.checkpoint`), so the forward pass keeps only the
 embeddings, the loss is taken over the whole batch, and the backward pass re-runs one slice at a
 time with that slice's embedding gradients -- the same loss and gradients as the plain step (with
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from irjax.models.bert import BertConfig, BertEncoder
+from irjax.models.efficiency import EncoderEfficiency
 from irjax.models.dual_encoder import POOLING, encode_batch, slice_count
 
 OBJECTIVES = ("contrastive", "margin_mse", "contrastive+margin_mse")
@@ -47,7 +48,7 @@ class DualEncoderModel:
     data_shards: int = 1               # rows per shard = B / data_shards, used by negatives='local'
     dropout: bool = True
     dtype: Any = jnp.float32
-    grad_cache_tokens: int | None = None  # GradCache slices of about this many tokens; None: off
+    efficiency: EncoderEfficiency = EncoderEfficiency()  # attention, remat, GradCache switches
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -58,13 +59,11 @@ class DualEncoderModel:
             raise ValueError(f"pooling must be one of {sorted(POOLING)}, got {self.pooling!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.grad_cache_tokens is not None and self.grad_cache_tokens < 1:
-            raise ValueError(f"grad_cache_tokens must be >= 1 (tokens per slice) or None, got "
-                             f"{self.grad_cache_tokens}")
 
     @property
     def module(self) -> BertEncoder:
-        return BertEncoder(self.config, dtype=self.dtype)
+        return BertEncoder(self.config, dtype=self.dtype, attention=self.efficiency.attention,
+                           remat=self.efficiency.remat)
 
     @property
     def towers(self) -> tuple[str, ...]:
@@ -132,7 +131,7 @@ class DualEncoderModel:
         With `grad_cache_tokens`, rematerialised slices (GradCache; see the module docstring)."""
         train = rng is not None and self.dropout
         tower = self.tower(params, side)
-        if self.grad_cache_tokens is None:
+        if self.efficiency.grad_cache_tokens is None:
             return encode_batch(self.module, tower, ids, mask, self.pooling,
                                 deterministic=not train, rngs={"dropout": rng} if train else None)
 
@@ -145,7 +144,7 @@ class DualEncoderModel:
         # Slices cut every data shard's rows alike (slice i = the i-th rows of each shard), so each
         # slice still spans all devices: data parallelism is kept inside every slice.
         shards = self.data_shards if rows % self.data_shards == 0 else 1
-        count = slice_count(rows // shards, length, self.grad_cache_tokens)
+        count = slice_count(rows // shards, length, self.efficiency.grad_cache_tokens)
         keys = jax.random.split(rng if rng is not None else jax.random.key(0), count)
         if count == 1:
             return encode_slice(tower, ids, mask, keys[0])

@@ -8,6 +8,7 @@ import pytest
 
 from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder_training import DualEncoderModel
+from irjax.models.efficiency import EncoderEfficiency
 
 TINY = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                   intermediate_size=32, max_position_embeddings=16)
@@ -129,7 +130,7 @@ def test_grad_cache_gives_the_plain_loss_and_gradients(objective, shared):
     batch = make_batch(np.random.default_rng(7), teacher=True)
     plain = DualEncoderModel(TINY, objective=objective, shared_towers=shared, dropout=False)
     cached = DualEncoderModel(TINY, objective=objective, shared_towers=shared, dropout=False,
-                              grad_cache_tokens=14)
+                              efficiency=EncoderEfficiency(grad_cache_tokens=14))
     params = init_params(plain, batch, 8)
     loss, grads = grads_of(plain, params, batch, jax.random.key(0))
     cached_loss, cached_grads = grads_of(cached, params, batch, jax.random.key(0))
@@ -147,7 +148,7 @@ def test_grad_cache_with_dropout_is_the_textbook_two_pass_computation():
     from irjax.models.dual_encoder import encode_batch
 
     batch = make_batch(np.random.default_rng(9))
-    model = DualEncoderModel(TINY, temperature=0.1, grad_cache_tokens=14)
+    model = DualEncoderModel(TINY, temperature=0.1, efficiency=EncoderEfficiency(grad_cache_tokens=14))
     params = init_params(model, batch, 10)
     rng = jax.random.key(11)
     loss, grads = grads_of(model, params, batch, rng)
@@ -188,6 +189,37 @@ def test_grad_cache_with_dropout_is_the_textbook_two_pass_computation():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
 
 
-def test_grad_cache_tokens_must_be_positive():
-    with pytest.raises(ValueError, match="grad_cache_tokens"):
-        DualEncoderModel(TINY, grad_cache_tokens=0)
+def test_efficiency_settings_are_checked():
+    with pytest.raises(ValueError, match="grad_cache_tokens=0"):
+        EncoderEfficiency(grad_cache_tokens=0)
+    with pytest.raises(ValueError, match="attention='flash'"):
+        EncoderEfficiency(attention="flash")
+
+
+@pytest.mark.parametrize("attention,remat", [("fused", "none"), ("einsum", "full"), ("fused", "dots")])
+def test_attention_and_remat_switches_give_the_reference_loss_and_gradients(attention, remat):
+    """Dropout off: the fused attention path and per-layer remat compute the same function."""
+    batch = make_batch(np.random.default_rng(12))
+    plain = DualEncoderModel(TINY, dropout=False)
+    switched = DualEncoderModel(TINY, dropout=False,
+                                efficiency=EncoderEfficiency(attention=attention, remat=remat))
+    params = init_params(plain, batch, 13)
+    loss, grads = grads_of(plain, params, batch, jax.random.key(0))
+    loss2, grads2 = grads_of(switched, params, batch, jax.random.key(0))
+    np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads2), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+
+
+def test_remat_keeps_dropout_masks_in_the_backward_pass():
+    """With dropout on, a rematerialised layer must re-draw the forward pass's masks: gradients
+    equal the non-remat ones (a different mask would change them by far more than 1e-5)."""
+    batch = make_batch(np.random.default_rng(14))
+    plain = DualEncoderModel(TINY)
+    remat = DualEncoderModel(TINY, efficiency=EncoderEfficiency(remat="full"))
+    params = init_params(plain, batch, 15)
+    loss, grads = grads_of(plain, params, batch, jax.random.key(16))
+    loss2, grads2 = grads_of(remat, params, batch, jax.random.key(16))
+    np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads2), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)

@@ -57,12 +57,13 @@ class RandomPairs:
 
 def run(args: argparse.Namespace, workdir: Path, mesh=None, options: dict | None = None
         ) -> dict[str, Any]:
-    """One training run; `options` = {'model': {...}, 'optimizer': {...}, 'trainer': {...}}
-    overrides of DualEncoderModel / OptimizerConfig / TrainerConfig (the efficiency switches)."""
+    """One training run; `options` = {'efficiency': {...}, 'optimizer': {...}, 'trainer': {...}}
+    overrides of EncoderEfficiency / OptimizerConfig / TrainerConfig (the efficiency switches)."""
     import jax
 
     from irjax.models.bert import BertConfig
     from irjax.models.dual_encoder_training import DualEncoderModel
+    from irjax.models.efficiency import EncoderEfficiency
     from irjax.training.optimizer import OptimizerConfig
     from irjax.parallel.processes import process_shard
     from irjax.training.trainer import Trainer
@@ -71,8 +72,9 @@ def run(args: argparse.Namespace, workdir: Path, mesh=None, options: dict | None
     config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=32, max_position_embeddings=16)
     options = options or {}
-    model = DualEncoderModel(config, temperature=0.1, dropout=not args.no_dropout, data_shards=args.data,
-                             **options.get("model", {}))
+    model = DualEncoderModel(config, temperature=0.1, dropout=not args.no_dropout,
+                             data_shards=args.data,
+                             efficiency=EncoderEfficiency(**options.get("efficiency", {})))
     data = RandomPairs(process_shard(GLOBAL_BATCH))
     config = TrainerConfig(num_steps=args.steps, mesh_shape=(args.data, args.model), seed=5,
                            log_every=1, progress_bar=False, **options.get("trainer", {}))

@@ -31,12 +31,14 @@ def test_bert_dual_encoder_steps_match_across_meshes(tmp_path):
 
 
 EFFICIENCY = {  # each switch alone, and all together, on the data=4 x model=2 mesh
-    "grad_cache": {"model": {"grad_cache_tokens": 20}},
+    "grad_cache": {"efficiency": {"grad_cache_tokens": 20}},
+    "fused_attention": {"efficiency": {"attention": "fused"}},
+    "remat_dots": {"efficiency": {"remat": "dots"}},
     "flatten": {"optimizer": {"flatten": True}},
     "mu_bfloat16": {"optimizer": {"mu_dtype": "bfloat16"}},
     "unsafe_rbg": {"trainer": {"prng_impl": "unsafe_rbg"}},
-    "all": {"model": {"grad_cache_tokens": 20}, "optimizer": {"mu_dtype": "bfloat16"},
-            "trainer": {"prng_impl": "rbg"}},
+    "all": {"efficiency": {"grad_cache_tokens": 20, "attention": "fused", "remat": "full"},
+            "optimizer": {"mu_dtype": "bfloat16"}, "trainer": {"prng_impl": "rbg"}},
 }
 
 
@@ -56,7 +58,7 @@ def test_efficiency_switches_keep_the_loss_and_parameters_on_8_devices(tmp_path)
     assert plain["devices"] == 8 and result["reference"]["devices"] == 1
     assert max_diff(plain["params"], result["reference"]["params"]) < 1e-4
     assert result["unsafe_rbg"]["params"] == plain["params"]
-    for name in ("grad_cache", "flatten"):
+    for name in ("grad_cache", "fused_attention", "remat_dots", "flatten"):
         assert max_diff(result[name]["losses"], plain["losses"]) < 1e-5, name
         assert max_diff(result[name]["params"], plain["params"]) < 1e-4, name
     for name in ("mu_bfloat16", "all"):
