@@ -20,19 +20,11 @@ import flax.linen as nn
 from jax import lax
 
 from irjax.choices import check_choice
+from irjax.models.efficiency import ATTENTION, REMAT, remat_policy
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
-# How attention runs. 'einsum': two einsums around a float32 softmax, with attention dropout (the
-# reference). 'fused': jax.nn.dot_product_attention, XLA's implementation wherever it runs.
-# 'cudnn': the same call with implementation='cudnn' (flash attention; NVIDIA GPUs only). The
-# fused paths take no dropout argument, so attention-probability dropout is off there (hidden
-# dropout stays); with dropout off all three give the same outputs.
-ATTENTION = ("einsum", "fused", "cudnn")
-# What each layer keeps for the backward pass: 'none' keeps everything; 'full' recomputes the
-# whole layer; 'dots' keeps matmul outputs without batch dims (MaxText's 'minimal').
-REMAT = ("none", "full", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,9 +272,7 @@ class BertEncoder(nn.Module):
         check_choice("BertEncoder.remat", self.remat, REMAT)
         layer = BertLayer
         if self.remat != "none":  # argument 3 (self = 0) is the Python bool `deterministic`
-            policy = (None if self.remat == "full"
-                      else jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
-            layer = nn.remat(BertLayer, policy=policy, static_argnums=(3,))
+            layer = nn.remat(BertLayer, policy=remat_policy(self.remat), static_argnums=(3,))
         for i in range(self.config.num_hidden_layers):
             x = layer(self.config, self.dtype, self.param_dtype, self.precision, self.attention,
                       name=f"layer_{i}")(x, mask, deterministic)

@@ -29,6 +29,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from irjax.choices import check_choice
+from irjax.models.efficiency import ATTENTION, REMAT, remat_policy
+
 PAD_ID, EOS_ID, DECODER_START_ID = 0, 1, 0  # T5's SentencePiece vocabulary
 _MASKED = -1e10  # replaces masked attention scores; finite, so fully padded rows give no NaN
 
@@ -53,10 +56,16 @@ class T5Config:
     layer_norm_epsilon: float = 1e-6
     tie_word_embeddings: bool = False  # T5.1.1 unties; tied logits are scaled by d_model**-0.5
     dtype: Any = "float32"
+    # How it runs, not what it computes (irjax/models/efficiency.py): the attention path (fused
+    # paths drop attention-probability dropout) and per-layer rematerialisation in training.
+    attention: str = "einsum"
+    remat: str = "none"
 
     def __post_init__(self) -> None:
         if self.num_decoder_layers is None:
             object.__setattr__(self, "num_decoder_layers", self.num_layers)
+        check_choice("T5Config.attention", self.attention, ATTENTION)
+        check_choice("T5Config.remat", self.remat, REMAT)
         if self.relative_attention_num_buckets < 4:
             raise ValueError("relative_attention_num_buckets must be >= 4, got "
                              f"{self.relative_attention_num_buckets}")
@@ -84,7 +93,7 @@ class T5Config:
             raise ValueError(
                 f"{path}: feed_forward_proj={proj!r}; only T5.1.1's 'gated-gelu' is supported "
                 "(original T5 uses 'relu' with a single wi; use a t5-v1_1 / flan-t5 checkpoint)")
-        names = {f.name for f in dataclasses.fields(cls)} - {"dtype"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "attention", "remat"}
         kept = {k: v for k, v in values.items() if k in names}
         kept.setdefault("tie_word_embeddings", True)  # HF's default when the key is absent
         return cls(**{**kept, **overrides})
@@ -236,6 +245,8 @@ class Attention(nn.Module):
     def attend(self, q: jax.Array, kv: KeysValues, mask: jax.Array, bias: jax.Array | None,
                deterministic: bool) -> jax.Array:
         """Attention output [B, Q, d_model] of `queries` over `keys_values`."""
+        if self.config.attention != "einsum":
+            return self._out(self._fused(q, kv, mask, bias))
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, kv.keys,
                             precision=self.precision).astype(jnp.float32)
         if bias is not None:
@@ -243,8 +254,21 @@ class Attention(nn.Module):
         probs = jax.nn.softmax(jnp.where(mask, scores, _MASKED), axis=-1)
         probs = self.dropout(probs.astype(self.config.compute_dtype), deterministic=deterministic)
         ctx = jnp.einsum("bhqk,bhkd->bhqd", probs, kv.values, precision=self.precision)
-        ctx = nn.with_logical_constraint(ctx.transpose(0, 2, 1, 3),
-                                         ("batch", "length", "heads", "kv"))
+        return self._out(ctx.transpose(0, 2, 1, 3))
+
+    def _fused(self, q: jax.Array, kv: KeysValues, mask: jax.Array, bias: jax.Array | None
+               ) -> jax.Array:
+        """jax.nn.dot_product_attention (XLA, or cuDNN flash) with T5's unscaled logits and
+        relative-position bias; [B, Q, heads, d_kv] out."""
+        to_bthd = lambda t: t.transpose(0, 2, 1, 3)  # noqa: E731
+        implementation = "cudnn" if self.config.attention == "cudnn" else "xla"
+        return jax.nn.dot_product_attention(
+            to_bthd(q), to_bthd(kv.keys), to_bthd(kv.values),
+            bias=None if bias is None else bias.astype(q.dtype), mask=mask, scale=1.0,
+            implementation=implementation)
+
+    def _out(self, ctx: jax.Array) -> jax.Array:
+        ctx = nn.with_logical_constraint(ctx, ("batch", "length", "heads", "kv"))
         return nn.with_logical_constraint(self.out(ctx), ("batch", "length", "embed"))
 
     def __call__(self, x: jax.Array, memory: jax.Array, mask: jax.Array,
@@ -359,8 +383,11 @@ class Encoder(nn.Module):
         mask = (input_mask > 0)[:, None, None, :]
         bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(
             x.shape[1], x.shape[1])
+        layer = EncoderLayer
+        if cfg.remat != "none":  # argument 4 (self = 0) is the Python bool `deterministic`
+            layer = nn.remat(EncoderLayer, policy=remat_policy(cfg.remat), static_argnums=(4,))
         for i in range(cfg.num_layers):
-            x = EncoderLayer(cfg, self.precision, name=f"layer_{i}")(x, mask, bias, deterministic)
+            x = layer(cfg, self.precision, name=f"layer_{i}")(x, mask, bias, deterministic)
         x = RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="final_norm")(x)
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -375,7 +402,10 @@ class Decoder(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.relpos_bias = RelativePositionBias(cfg, bidirectional=False)
-        self.layers = [DecoderLayer(cfg, self.precision, name=f"layer_{i}")
+        layer = DecoderLayer
+        if cfg.remat != "none":  # __call__'s argument 6 is `deterministic`; decoding is not remat
+            layer = nn.remat(DecoderLayer, policy=remat_policy(cfg.remat), static_argnums=(6,))
+        self.layers = [layer(cfg, self.precision, name=f"layer_{i}")
                        for i in range(cfg.num_decoder_layers)]
         self.final_norm = RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype)
         self.dropout = nn.Dropout(cfg.dropout_rate, name="Dropout_0")  # as in Attention

@@ -249,3 +249,35 @@ def test_label_smoothing_and_z_loss():
     assert metrics["z_loss"] > 0
     with pytest.raises(ValueError, match="label_smoothing"):
         Seq2SeqModel(TINY, label_smoothing=1.0)
+
+
+@pytest.mark.parametrize("attention,remat", [("fused", "none"), ("einsum", "full"), ("fused", "dots")])
+def test_attention_and_remat_switches_keep_loss_gradients_and_decoding(attention, remat):
+    """The T5 efficiency switches (dropout off) give the reference loss and gradients, the same
+    parameter tree, and the same logits in the decoding paths beam search uses."""
+    import dataclasses
+
+    batch = example(3)
+    plain = Seq2SeqModel(TINY, dropout=False)
+    switched = Seq2SeqModel(dataclasses.replace(TINY, attention=attention, remat=remat),
+                            dropout=False)
+    params = nn.unbox(plain.init_variables(jax.random.key(0), batch))
+    assert (jax.tree.structure(nn.unbox(switched.init_variables(jax.random.key(0), batch)))
+            == jax.tree.structure(params))
+    grad = lambda m: jax.value_and_grad(lambda p: m.loss(p, batch, jax.random.key(1))[0])(params)  # noqa: E731
+    (loss, grads), (loss2, grads2) = grad(plain), grad(switched)
+    np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads2), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    encoded = plain.encode(params, batch["inputs"], batch["inputs_mask"])
+    np.testing.assert_allclose(switched.encode(params, batch["inputs"], batch["inputs_mask"]),
+                               encoded, atol=1e-5)
+    prefix = shift_right(batch["targets"])
+    full = plain.decode(params, encoded, batch["inputs_mask"], prefix)
+    cross_kv = switched.cross_keys_values(params, encoded)
+    for t in range(LT):  # what beam search calls, on the switched model
+        np.testing.assert_allclose(switched.decode_at(params, encoded, batch["inputs_mask"], prefix,
+                                                      jnp.int32(t)), full[:, t], atol=1e-5)
+        np.testing.assert_allclose(switched.decode_at_cross(params, cross_kv, batch["inputs_mask"],
+                                                            prefix, jnp.int32(t)), full[:, t],
+                                   atol=1e-5)
