@@ -3,6 +3,11 @@
     python tools/mfu_bert_base.py --out mfu.json [--batch-size 256] [--query-length 32]
         [--doc-length 256] [--steps 30] [--peak-tflops 989]
     python tools/mfu_bert_base.py --smoke --out /tmp/mfu.json    # tiny config, runs on CPU
+    python tools/mfu_bert_base.py --out mfu.json --options baseline,unsafe_rbg,flash,flatten,mu_bf16
+
+Each --options step adds one efficiency switch (irjax/models/efficiency.py, OptimizerConfig,
+TrainerConfig.prng_impl) on top of the previous ones and is compiled and timed in the same run, so
+each switch's contribution reads off one table. On GPU, source launch/gpu_env.sh first (XLA flags).
 
 Why: the CPU benchmark (bench_train.py) says how irjax compares with PyTorch on a laptop-sized
 model; this says how close the same training step comes to an accelerator's peak at a size that
@@ -63,6 +68,31 @@ SMOKE = dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_
 _T0 = time.perf_counter()
 
 
+# The efficiency switches, each a step added on top of the ones before it in --options:
+# (EncoderEfficiency, OptimizerConfig, TrainerConfig) overrides.
+STEPS: dict[str, tuple[dict, dict, dict]] = {
+    "baseline": ({}, {}, {}),
+    "unsafe_rbg": ({}, {}, {"prng_impl": "unsafe_rbg"}),
+    "flash": ({"attention": "flash"}, {}, {}),          # 'cudnn' on GPU, 'fused' elsewhere
+    "flatten": ({}, {"flatten": True}, {}),
+    "mu_bf16": ({}, {"mu_dtype": "bfloat16"}, {}),
+    "remat_dots": ({"remat": "dots"}, {}, {}),
+    "remat_full": ({"remat": "full"}, {}, {}),
+}
+
+
+def cumulative_options(names: list[str], platform: str) -> list[tuple[str, dict, dict, dict]]:
+    """(label, efficiency, optimizer, trainer) settings after each step of `names`."""
+    efficiency, optimizer, trainer, out = {}, {}, {}, []
+    for name in names:
+        e, o, t = STEPS[name]
+        efficiency, optimizer, trainer = {**efficiency, **e}, {**optimizer, **o}, {**trainer, **t}
+        if efficiency.get("attention") == "flash":
+            efficiency["attention"] = "cudnn" if platform == "gpu" else "fused"
+        out.append(("+".join(names[:len(out) + 1]), dict(efficiency), dict(optimizer), dict(trainer)))
+    return out
+
+
 def progress(message: str) -> None:
     print(f"[{time.perf_counter() - _T0:6.1f} s] {message}", flush=True)
 
@@ -111,7 +141,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--matmul-n", type=int, default=8192, help="size of the measured-peak matmul")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny 2-layer config, batch 4, lengths 8/16, 2 steps: a CPU check")
+    parser.add_argument("--options", default="baseline",
+                        help="comma-separated steps of STEPS, each added on top of the previous "
+                             "(e.g. baseline,unsafe_rbg,flash,flatten,mu_bf16), each measured; "
+                             "'flash' is cuDNN attention on GPU and the fused XLA path elsewhere")
     args = parser.parse_args()
+    unknown = [o for o in args.options.split(",") if o not in STEPS]
+    if unknown:
+        parser.error(f"unknown --options {unknown}; choose from {list(STEPS)}")
     if args.smoke:
         args.batch_size, args.query_length, args.doc_length = 4, 8, 16
         args.steps, args.warmup, args.matmul_n = 2, 1, 256
@@ -121,30 +158,84 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from irjax.models.bert import BertConfig, flops_per_token
-    from irjax.models.dual_encoder_training import DualEncoderModel
-    from irjax.parallel import partitioning as pt
-    from irjax.training.optimizer import OptimizerConfig
-    from irjax.training.trainer import Trainer
-    from irjax.training.trainer_config import TrainerConfig
 
     device = jax.devices()[0]
     kind = device.device_kind
     progress(f"{len(jax.devices())} x {kind} ({device.platform}), jax {jax.__version__}; using one")
     if device.platform == "cpu" and not args.smoke:
         progress("warning: BERT-base on CPU is very slow; use --smoke for a functional check")
+    measured = matmul_peak_gflops(args.matmul_n, args.dtype) / 1e3
+    table = peak_for(kind)
+    peak, peak_source = ((args.peak_tflops, "--peak-tflops") if args.peak_tflops else
+                         (table, f"table ({kind})") if table else
+                         (measured, f"measured {args.dtype} jnp.dot (no table entry for {kind})"))
+    runs = []
+    for label, efficiency, optimizer, trainer in cumulative_options(args.options.split(","),
+                                                                    device.platform):
+        progress(f"== {label}: efficiency {efficiency}, optimizer {optimizer}, trainer {trainer}")
+        run = measure(args, device, efficiency, optimizer, trainer)
+        run.update(label=label, efficiency=efficiency, optimizer=optimizer, trainer=trainer,
+                   achieved_tflops=run["analytic_flops_per_step"] / run["step_s_median"] / 1e12)
+        run["mfu"] = run["achieved_tflops"] / peak
+        run["fraction_of_measured_matmul"] = run["achieved_tflops"] / measured
+        run["xla_flops_utilisation"] = (run["xla_flops_per_step"] / run["step_s_median"] / 1e12
+                                        / peak if run["xla_flops_per_step"] else None)
+        runs.append(run)
+        progress(f"   MFU {run['mfu']:.1%} ({run['step_s_median'] * 1e3:.1f} ms/step)")
+    b, lq, ld = args.batch_size, args.query_length, args.doc_length
+    result = {
+        "device_kind": kind, "platform": device.platform, "jax": jax.__version__,
+        "smoke": args.smoke, "batch_size": b, "query_length": lq, "doc_length": ld,
+        "compute_dtype": args.dtype, "param_dtype": "float32", "dropout": not args.no_dropout,
+        "peak_tflops": peak, "peak_source": peak_source, "measured_matmul_tflops": measured,
+        **{k: v for k, v in runs[-1].items() if k not in ("label",)},  # the last run, flat
+        "runs": runs,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{kind}: {b} pairs x ({lq} + {ld}) tokens, {args.dtype} compute, float32 params, "
+          f"dropout {'on' if not args.no_dropout else 'off'}; peak {peak:.4g} TFLOP/s [{peak_source}], "
+          f"measured {args.dtype} matmul {measured:.4g} TFLOP/s ({args.matmul_n}^2)")
+    previous = None
+    for run in runs:
+        gain = "" if previous is None else f"  {previous / run['step_s_median']:.2f}x the previous"
+        print(f"  {run['label']:50s} {run['step_s_median'] * 1e3:8.1f} ms  "
+              f"{run['pairs_per_s']:8.0f} pairs/s  MFU {run['mfu']:6.1%}  "
+              f"{run['fraction_of_measured_matmul']:5.0%} of matmul{gain}")
+        previous = run["step_s_median"]
+    xla = runs[-1]["xla_flops_per_step"]
+    if xla:
+        print(f"  XLA's cost analysis counts {xla / runs[-1]['analytic_flops_per_step']:.2f}x the "
+              "analytic FLOPs (on GPU it misses most GEMMs)")
+    print(f"  wrote {args.out}")
+
+
+def measure(args: argparse.Namespace, device: Any, efficiency: dict, optimizer_options: dict,
+            trainer_options: dict) -> dict:
+    """Compile and time the real train step with these switches; timings, FLOPs, final loss."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from irjax.models.bert import BertConfig, flops_per_token
+    from irjax.models.dual_encoder_training import DualEncoderModel
+    from irjax.models.efficiency import EncoderEfficiency
+    from irjax.parallel import partitioning as pt
+    from irjax.training.optimizer import OptimizerConfig
+    from irjax.training.trainer import Trainer
+    from irjax.training.trainer_config import TrainerConfig
+
     config = BertConfig(**(SMOKE if args.smoke else BERT_BASE))
     b, lq, ld = args.batch_size, args.query_length, args.doc_length
-    model = DualEncoderModel(config, dtype=jnp.dtype(args.dtype), dropout=not args.no_dropout)
+    model = DualEncoderModel(config, dtype=jnp.dtype(args.dtype), dropout=not args.no_dropout,
+                             efficiency=EncoderEfficiency(**efficiency))
     total = args.warmup + 2 * args.steps
     optimizer = OptimizerConfig(learning_rate=1e-4, decay="constant", weight_decay=0.01,
-                                clip_norm=1.0)
+                                clip_norm=1.0, **optimizer_options)
     host = random_batch(np.random.default_rng(0), config.vocab_size, b, lq, ld)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model, tmp, TrainerConfig(num_steps=total, progress_bar=False),
+        trainer = Trainer(model, tmp, TrainerConfig(num_steps=total, progress_bar=False,
+                                                    **trainer_options),
                           optimizer, mesh=pt.create_mesh(1, 1, [device]), console=None)
         state, shardings, source = trainer.initial_state(host)
     progress(f"state from {source}: {config.num_params() / 1e6:.1f} M params (float32)")
@@ -181,47 +272,14 @@ def main() -> None:
         state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
     pipelined = (time.perf_counter() - start) / len(times)
-    loss = float(metrics["loss"])
     median = statistics.median(times)
-    progress(f"{len(times)} timed steps: median {median * 1e3:.1f} ms, back to back "
-             f"{pipelined * 1e3:.1f} ms/step, loss {loss:.4f}")
-
-    n = args.matmul_n
-    measured = matmul_peak_gflops(n, args.dtype) / 1e3
-    table = peak_for(kind)
-    peak, peak_source = ((args.peak_tflops, "--peak-tflops") if args.peak_tflops else
-                         (table, f"table ({kind})") if table else
-                         (measured, f"measured {args.dtype} jnp.dot (no table entry for {kind})"))
-    achieved = flops / median / 1e12
     memory = getattr(device, "memory_stats", lambda: None)() or {}
-    result = {
-        "device_kind": kind, "platform": device.platform, "jax": jax.__version__,
-        "config": {**vars(config)}, "smoke": args.smoke,
-        "batch_size": b, "query_length": lq, "doc_length": ld,
-        "compute_dtype": args.dtype, "param_dtype": "float32", "dropout": not args.no_dropout,
-        "compile_s": compile_s, "steps_timed": len(times), "step_s": times,
-        "step_s_median": median, "step_s_back_to_back": pipelined,
-        "pairs_per_s": b / median, "tokens_per_s": b * (lq + ld) / median,
-        "analytic_flops_per_step": flops, "xla_flops_per_step": xla,
-        "achieved_tflops": achieved, "peak_tflops": peak, "peak_source": peak_source,
-        "mfu": achieved / peak,
-        "xla_flops_utilisation": xla / median / 1e12 / peak if xla else None,
-        "measured_matmul_tflops": measured, "fraction_of_measured_matmul": achieved / measured,
-        "final_loss": loss, "peak_memory_bytes": memory.get("peak_bytes_in_use"),
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{kind}: {b} pairs x ({lq} + {ld}) tokens, {args.dtype} compute, float32 params, "
-          f"dropout {'on' if not args.no_dropout else 'off'}")
-    print(f"  step {median * 1e3:.1f} ms (median of {len(times)}), {b / median:.0f} pairs/s, "
-          f"{b * (lq + ld) / median:.0f} tokens/s")
-    print(f"  {achieved:.4g} TFLOP/s analytic = MFU {achieved / peak:.1%} of {peak:.4g} TFLOP/s "
-          f"[{peak_source}]; {achieved / measured:.0%} of the measured {args.dtype} matmul "
-          f"({measured:.4g} TFLOP/s, {n}^2)")
-    if xla:
-        print(f"  XLA's cost analysis counts {xla / flops:.2f}x the analytic FLOPs "
-              f"({xla / median / 1e12:.4g} TFLOP/s; on GPU it misses most GEMMs)")
-    print(f"  wrote {args.out}")
+    return {"config": {**vars(config)}, "compile_s": compile_s, "steps_timed": len(times),
+            "step_s": times, "step_s_median": median, "step_s_back_to_back": pipelined,
+            "pairs_per_s": b / median, "tokens_per_s": b * (lq + ld) / median,
+            "analytic_flops_per_step": flops, "xla_flops_per_step": xla,
+            "final_loss": float(metrics["loss"]),
+            "peak_memory_bytes": memory.get("peak_bytes_in_use")}
 
 
 if __name__ == "__main__":

@@ -98,8 +98,12 @@ def test_bench_train_against_sentence_transformers(bench_train: tuple[dict, str,
 
 def test_mfu_bert_base_smoke(tmp_path: Path) -> None:
     out = tmp_path / "mfu.json"
-    stdout = _run(["tools/mfu_bert_base.py", "--smoke", "--out", str(out)])
+    stdout = _run(["tools/mfu_bert_base.py", "--smoke", "--out", str(out),
+                   "--options", "baseline,flash"])
     result = json.loads(out.read_text())
+    assert [run["label"] for run in result["runs"]] == ["baseline", "baseline+flash"]
+    assert result["runs"][1]["efficiency"] == {"attention": "fused"}  # no cuDNN on CPU
+    assert all(run["mfu"] > 0 and math.isfinite(run["final_loss"]) for run in result["runs"])
     _assert_positive(result, ("compile_s", "step_s_median", "step_s_back_to_back", "pairs_per_s",
                               "tokens_per_s", "analytic_flops_per_step", "achieved_tflops",
                               "peak_tflops", "mfu", "measured_matmul_tflops"))
