@@ -104,12 +104,26 @@ def test_mfu_bert_base_smoke(tmp_path: Path) -> None:
     assert [run["label"] for run in result["runs"]] == ["baseline", "baseline+flash"]
     assert result["runs"][1]["efficiency"] == {"attention": "fused"}  # no cuDNN on CPU
     assert all(run["mfu"] > 0 and math.isfinite(run["final_loss"]) for run in result["runs"])
-    _assert_positive(result, ("compile_s", "step_s_median", "step_s_back_to_back", "pairs_per_s",
+    _assert_positive(result, ("compile_s", "step_s_median", "step_s_back_to_back", "examples_per_s",
                               "tokens_per_s", "analytic_flops_per_step", "achieved_tflops",
                               "peak_tflops", "mfu", "measured_matmul_tflops"))
     assert result["smoke"] and result["steps_timed"] >= 1
     assert result["compute_dtype"] == "bfloat16" and result["param_dtype"] == "float32"
     assert result["xla_flops_per_step"] is None or result["xla_flops_per_step"] > 0
+    assert "MFU" in stdout
+
+
+def test_mfu_t5_smoke(tmp_path: Path) -> None:
+    """The T5 counterpart: T5-tiny, each option on top of the previous, MFU per row."""
+    out = tmp_path / "mfu_t5.json"
+    stdout = _run(["tools/mfu_t5.py", "--smoke", "--out", str(out), "--options", "baseline,remat_full"])
+    result = json.loads(out.read_text())
+    assert result["model"] == "T5-tiny" and result["inputs_length"] == 16
+    assert [run["label"] for run in result["runs"]] == ["baseline", "baseline+remat_full"]
+    assert result["runs"][1]["config"]["remat"] == "full"
+    for run in result["runs"]:
+        _assert_positive(run, ("mfu", "step_s_median", "examples_per_s", "analytic_flops_per_step"))
+        assert math.isfinite(run["final_loss"])
     assert "MFU" in stdout
 
 
