@@ -127,6 +127,23 @@ def test_mfu_t5_smoke(tmp_path: Path) -> None:
     assert "MFU" in stdout
 
 
+def test_profile_step_smoke(tmp_path: Path) -> None:
+    """Every sub-step is compiled and timed, the groups are reported, and the trace is written."""
+    out, trace = tmp_path / "profile.json", tmp_path / "trace"
+    stdout = _run(["tools/profile_step.py", "--smoke", "--out", str(out), "--trace", str(trace)])
+    result = json.loads(out.read_text())
+    assert set(result["pieces"]) == {
+        "host transfer", "encoder forward", "forward", "forward+backward",
+        "forward+backward, no dropout", "attention", "clipping", "optimizer (with clipping)",
+        "whole step"}
+    assert all(p["ms"] > 0 for p in result["pieces"].values())
+    assert result["pieces"]["forward+backward"]["xla_gflop"] > result["pieces"]["forward"]["xla_gflop"]
+    assert set(result["groups_ms"]) >= {"encoder forward", "encoder backward", "optimizer",
+                                        "dropout RNG + masks", "host transfer", "other"}
+    assert result["cpu"].startswith("CPU: ") and "whole step" in stdout
+    assert any(path.is_file() for path in trace.rglob("*"))  # the profiler trace
+
+
 def test_bench_encode_jax_only_reports_throughput(tmp_path: Path) -> None:
     """bench_encode without .venv-ref: 8 SciFact documents cut at 32 tokens, one timed round."""
     _skip_without_scifact_and_minilm("corpus.jsonl")
