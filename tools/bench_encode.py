@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (REF_PYTHON, REF_SETUP_HINT, ROOT, TorchWorker,  # noqa: E402
+from bench_common import (REF_PYTHON, REF_SETUP_HINT, ROOT, TorchWorker, cpu_summary,  # noqa: E402
                           load_sentence_transformer, pin_threads, serve, timed)
 
 
@@ -100,6 +100,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per framework")
     parser.add_argument("--matmul-n", type=int, default=2048)
     parser.add_argument("--jax-only", action="store_true", help="skip the sentence-transformers side")
+    parser.add_argument("--numerics", default="float32",
+                        help="irjax numerics to time besides float32, comma-separated: bfloat16 "
+                             "(compute dtype), int8 (dynamic int8 dense matmuls); each reports its "
+                             "cosine to irjax's float32 vectors")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -130,6 +134,13 @@ def main() -> None:
 
     texts = load_texts(args.docs)
     encoder = TextEncoder.from_pretrained(max_length=args.max_length, batch_size=args.batch_size)
+    variants = {name: TextEncoder.from_pretrained(
+        max_length=args.max_length, batch_size=args.batch_size,
+        dtype=jnp.bfloat16 if name == "bfloat16" else jnp.float32, int8=name == "int8")
+        for name in args.numerics.split(",") if name != "float32"}
+    unknown = set(variants) - {"bfloat16", "int8"}
+    if unknown:
+        sys.exit(f"--numerics: unknown {sorted(unknown)}; choose from float32, bfloat16, int8")
     config = encoder.config
     seqs = encoder.tokenizer.tokenize(texts, args.max_length)
     lengths = np.array([len(s) for s in seqs])
@@ -152,6 +163,12 @@ def main() -> None:
     reference = encoder.encode(texts)  # compiles every bucket shape
     warmup_s = time.perf_counter() - start
     print(f"irjax warm-up (compiles included): {warmup_s:.1f} s")
+    print(cpu_summary())
+    cosines = {}
+    for name, variant in variants.items():
+        vectors = variant.encode(texts)  # compiles, and the vectors to compare
+        cosine = np.sum(vectors * reference, axis=-1)
+        cosines[name] = {"cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean())}
     if worker:
         worker.ask("encode")  # warm-up
 
@@ -163,12 +180,17 @@ def main() -> None:
     dot(a, a).block_until_ready()
     peak_samples = []
     st_times, jx_times = [], []
+    variant_times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         if worker:
             st_times.append(worker.ask("encode")["seconds"])
         start = time.perf_counter()
         encoder.encode(texts)
         jx_times.append(time.perf_counter() - start)
+        for name, variant in variants.items():
+            start = time.perf_counter()
+            variant.encode(texts)
+            variant_times[name].append(time.perf_counter() - start)
         peak_samples.append(timed(lambda: dot(a, a).block_until_ready(), 5, best=True))
     jx = statistics.median(jx_times)
     st = statistics.median(st_times) if worker else None
@@ -204,6 +226,14 @@ def main() -> None:
     if worker:
         print(f"  sentence-transformers {st:7.2f} s  {tokens / st:8.0f} tokens/s   rounds {_fmt(st_times)}")
     print(f"  irjax                 {jx:7.2f} s  {tokens / jx:8.0f} tokens/s   rounds {_fmt(jx_times)}")
+    numerics = {}
+    for name, times in variant_times.items():
+        t = statistics.median(times)
+        numerics[name] = {"seconds_median": t, "tokens_per_s": tokens / t, "rounds_s": times,
+                          "speedup_over_float32": jx / t, **cosines[name]}
+        print(f"  irjax {name:15s} {t:7.2f} s  {tokens / t:8.0f} tokens/s   rounds {_fmt(times)}"
+              f"   {jx / t:.2f}x float32; cosine to float32 min {cosines[name]['cosine_min']:.5f} "
+              f"mean {cosines[name]['cosine_mean']:.5f}")
     if worker:
         ratios = [s / j for s, j in zip(st_times, jx_times)]
         print(f"  ratio irjax / sentence-transformers: {st / jx:.2f}x (ratio of medians); "
@@ -230,7 +260,7 @@ def main() -> None:
         result = {
             "settings": {k: v for k, v in vars(args).items() if k not in ("torch_worker", "json")},
             "docs": len(texts), "tokens": tokens, "platform": jax.devices()[0].platform,
-            "jax": jax.__version__,
+            "jax": jax.__version__, "cpu": cpu_summary(), "irjax_numerics": numerics,
             "padding": {"batches": len(buckets), "shapes": stats["shapes"],
                         "efficiency": stats["efficiency"], "padded_tokens": stats["padded_tokens"]},
             "flops": {"useful": useful_flops, "executed": executed_flops},

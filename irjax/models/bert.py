@@ -21,6 +21,7 @@ from jax import lax
 
 from irjax.choices import check_choice
 from irjax.models.efficiency import ATTENTION, REMAT, remat_policy
+from irjax.models.int8 import int8_matmul
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -95,6 +96,7 @@ class DenseGeneral(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     precision: lax.PrecisionLike = None
+    int8: bool = False  # dynamic int8 matmul (inference; irjax/models/int8.py)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -111,6 +113,8 @@ class DenseGeneral(nn.Module):
             tuple(self.features),
             self.param_dtype,
         )
+        if self.int8:
+            return (int8_matmul(x, kernel, self.contract) + bias).astype(self.dtype)
         x, kernel, bias = x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
         lhs = tuple(range(x.ndim - self.contract, x.ndim))
         rhs = tuple(range(self.contract))
@@ -169,6 +173,7 @@ class BertSelfAttention(nn.Module):
     param_dtype: Dtype = jnp.float32
     precision: lax.PrecisionLike = None
     attention: str = "einsum"  # see ATTENTION
+    int8: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
@@ -177,7 +182,7 @@ class BertSelfAttention(nn.Module):
 
         def proj(name: str) -> DenseGeneral:
             return DenseGeneral((heads, head_dim), ("embed", "heads", "kv"), 1, _init(cfg),
-                                self.dtype, self.param_dtype, self.precision, name=name)
+                                self.dtype, self.param_dtype, self.precision, self.int8, name=name)
 
         qkv_axes = ("batch", "length", "heads", "kv")
         q = nn.with_logical_constraint(proj("query")(x), qkv_axes)
@@ -211,7 +216,7 @@ class BertSelfAttention(nn.Module):
         cfg = self.config
         ctx = nn.with_logical_constraint(ctx, ("batch", "length", "heads", "kv"))
         out = DenseGeneral((cfg.hidden_size,), ("heads", "kv", "embed"), 2, _init(cfg),
-                           self.dtype, self.param_dtype, self.precision, name="out")(ctx)
+                           self.dtype, self.param_dtype, self.precision, self.int8, name="out")(ctx)
         return nn.with_logical_constraint(out, ("batch", "length", "embed"))
 
 
@@ -223,20 +228,21 @@ class BertLayer(nn.Module):
     param_dtype: Dtype = jnp.float32
     precision: lax.PrecisionLike = None
     attention: str = "einsum"
+    int8: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
         h = BertSelfAttention(cfg, self.dtype, self.param_dtype, self.precision, self.attention,
-                              name="attention")(x, mask, deterministic)
+                              self.int8, name="attention")(x, mask, deterministic)
         x = _layer_norm(cfg, self.dtype, self.param_dtype, "attention_norm")(
             x + dropout(h, deterministic=deterministic))
         h = DenseGeneral((cfg.intermediate_size,), ("embed", "mlp"), 1, _init(cfg),
-                         self.dtype, self.param_dtype, self.precision, name="wi")(x)
+                         self.dtype, self.param_dtype, self.precision, self.int8, name="wi")(x)
         h = nn.with_logical_constraint(jax.nn.gelu(h, approximate=False), ("batch", "length", "mlp"))
         h = DenseGeneral((cfg.hidden_size,), ("mlp", "embed"), 1, _init(cfg),
-                         self.dtype, self.param_dtype, self.precision, name="wo")(h)
+                         self.dtype, self.param_dtype, self.precision, self.int8, name="wo")(h)
         x = _layer_norm(cfg, self.dtype, self.param_dtype, "output_norm")(
             x + dropout(h, deterministic=deterministic))
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -256,6 +262,7 @@ class BertEncoder(nn.Module):
     precision: lax.PrecisionLike = None
     attention: str = "einsum"
     remat: str = "none"
+    int8: bool = False  # dynamic int8 dense projections, for CPU inference (irjax/models/int8.py)
 
     @nn.compact
     def __call__(
@@ -275,7 +282,7 @@ class BertEncoder(nn.Module):
             layer = nn.remat(BertLayer, policy=remat_policy(self.remat), static_argnums=(3,))
         for i in range(self.config.num_hidden_layers):
             x = layer(self.config, self.dtype, self.param_dtype, self.precision, self.attention,
-                      name=f"layer_{i}")(x, mask, deterministic)
+                      self.int8, name=f"layer_{i}")(x, mask, deterministic)
         return x
 
 

@@ -143,15 +143,19 @@ class TextEncoder:
         precision: jax.lax.PrecisionLike = None,
         bucket_multiple: int = 32,
         micro_batch_tokens: int | None | str = "auto",
+        int8: bool = False,
     ) -> "TextEncoder":
         """Loads a sentence-transformers directory; without `path`, the installed MiniLM.
 
         `micro_batch_tokens` ("auto": 512 on CPU, off elsewhere) slices each batch inside the
-        jitted call; it changes speed, not results.
+        jitted call; it changes speed, not results. `dtype` is the compute dtype (bfloat16 for
+        reduced precision); `int8` runs the dense projections as dynamic int8 matmuls
+        (irjax/models/int8.py), which changes the vectors slightly and the cache key with them.
         """
         ckpt = load_checkpoint(path)
         config = BertConfig.from_json(ckpt.config_path)
-        module = BertEncoder(config, dtype=dtype, param_dtype=param_dtype, precision=precision)
+        module = BertEncoder(config, dtype=dtype, param_dtype=param_dtype, precision=precision,
+                             int8=int8)
         params = load_bert_params(ckpt.weights_path, config, param_dtype)
         tokenizer = WordPieceTokenizer(ckpt.directory)
         parts = (
@@ -162,7 +166,7 @@ class TextEncoder:
             f"pooling={ckpt.pooling}",
             f"dtype={jnp.dtype(dtype).name}",
             f"param_dtype={jnp.dtype(param_dtype).name}",
-        )
+        ) + (("matmul=int8",) if int8 else ())
         return cls(module, params, tokenizer, name=ckpt.name, max_length=max_length,
                    batch_size=batch_size, pooling=ckpt.pooling, bucket_multiple=bucket_multiple,
                    micro_batch_tokens=micro_batch_tokens, fingerprint_parts=parts)

@@ -150,8 +150,12 @@ def test_bench_encode_jax_only_reports_throughput(tmp_path: Path) -> None:
     out = tmp_path / "encode.json"
     stdout = _run(["tools/bench_encode.py", "--jax-only", "--docs", "8", "--max-length", "32",
                    "--batch-size", "4", "--repeats", "1", "--matmul-n", "256", "--threads", "1",
-                   "--json", str(out)], timeout=120)
+                   "--numerics", "float32,bfloat16,int8", "--json", str(out)], timeout=240)
     result = json.loads(out.read_text())
+    for name in ("bfloat16", "int8"):  # reduced precision: timed, and close to float32 but not equal
+        variant = result["irjax_numerics"][name]
+        _assert_positive(variant, ("tokens_per_s", "speedup_over_float32"))
+        assert 0.95 < variant["cosine_min"] < 1.0 - 1e-7 and variant["cosine_mean"] >= variant["cosine_min"]
     assert result["docs"] == 8 and result["settings"]["jax_only"] and result["platform"] == "cpu"
     assert 8 <= result["tokens"] <= 8 * 32  # real tokens, at most max length per document
     irjax = result["irjax"]
