@@ -19,7 +19,7 @@ endif
 endif
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup lock quickstart test finetune eval-all bench-encode bench-train clean
+.PHONY: setup lock quickstart test finetune eval-all bench-encode bench-train bench-peers-setup bench-peers clean
 
 setup: $(STAMP)
 
@@ -71,6 +71,14 @@ bench-encode: setup
 bench-train: setup
 	test -x .venv-ref/bin/python || $(PY) tools/make_reference_vectors.py --setup
 	$(PY) tools/bench_train.py
+
+# ONNX Runtime and OpenVINO beside sentence-transformers, for the per-precision encoding peers.
+bench-peers-setup: setup
+	test -x .venv-ref/bin/python || $(PY) tools/make_reference_vectors.py --setup
+	.venv-ref/bin/pip install onnx onnxscript onnxruntime openvino
+
+bench-peers: bench-peers-setup
+	$(PY) tools/bench_encode_peers.py --json $(WORKDIR)/bench_encode_peers.json
 
 clean:
 	rm -rf $(VENV) .cache $(WORKDIR)

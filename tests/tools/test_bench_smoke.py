@@ -172,3 +172,25 @@ def test_bench_encode_jax_only_reports_throughput(tmp_path: Path) -> None:
     header = stdout.splitlines()[0]
     assert header.startswith("8 SciFact docs") and "1 threads; cpu, jax " in header, header
     assert "tokens/s" in stdout and "ratio irjax / sentence-transformers" not in stdout
+
+
+def test_bench_encode_peers_smoke(tmp_path: Path) -> None:
+    """Every side at every precision encodes, with its cosine to irjax float32 (needs .venv-ref
+    with ONNX Runtime and OpenVINO: `make bench-peers-setup`; absent in CI, so skipped there)."""
+    _skip_without_scifact_and_minilm("corpus.jsonl")
+    probe = subprocess.run([str(REF_PYTHON), "-c", "import onnxruntime, openvino"],
+                           capture_output=True) if REF_PYTHON.exists() else None
+    if probe is None or probe.returncode:
+        pytest.skip(f"{REF_PYTHON} with onnxruntime and openvino not found (as in CI); "
+                    "make bench-peers-setup")
+    out = tmp_path / "peers.json"
+    stdout = _run(["tools/bench_encode_peers.py", "--smoke", "--json", str(out)], timeout=600)
+    result = json.loads(out.read_text())
+    assert set(result["sides"]) == {f"irjax:{n}" for n in ("float32", "bfloat16", "int8")} | {
+        f"peer:{n}" for n in ("torch", "onnx", "onnx_int8", "openvino", "openvino_bf16")}
+    for key, side in result["sides"].items():
+        _assert_positive(side, ("tokens_per_s", "gflops"))
+        assert side["cosine_to_irjax_float32"]["min"] > 0.9, key
+    for key in ("peer:torch", "peer:onnx", "peer:openvino"):  # same float32 model, same vectors
+        assert result["sides"][key]["cosine_to_irjax_float32"]["min"] > 0.9999, key
+    assert set(result["ratios"]) == {"float32", "bfloat16", "int8"} and "irjax / best peer" in stdout
