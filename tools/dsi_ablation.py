@@ -124,9 +124,9 @@ def collect(out: Path, rows: tuple[Row, ...]) -> list[dict]:
                         "metrics": derived["metrics"], "minutes": None,
                         "decode_qps": derived.get("timings", {}).get("queries_per_s")})
     base = full["metrics"]["R@10"] if full else None
-    for r in records:
+    for r in records:  # rounded, so that an effect of exactly nothing reads +0.0000, not -0.0000
         r["effect_R@10"] = (None if base is None or not r["sign"]
-                            else r["sign"] * (r["metrics"]["R@10"] - base))
+                            else round(r["sign"] * (r["metrics"]["R@10"] - base), 6) + 0.0)
     return records
 
 
@@ -147,8 +147,9 @@ def write_table(out: Path, records: list[dict], args: argparse.Namespace) -> str
         minutes = "" if r["minutes"] is None else f"{r['minutes']:.1f}"
         lines.append("| " + " | ".join([r["row"], *(f"{r['metrics'][m]:.4f}" for m in MEASURES),
                                         effect, r["ingredient"], r["literature"], minutes]) + " |")
+    budget = f"{args.steps} steps" if args.steps else "the config's steps"
     note = (f"\nSciFact {args.split if hasattr(args, 'split') else 'test'}; base config "
-            f"{args.base}; budget: {args.steps or 'the config'}'s steps per row; effect = R@10 with "
+            f"{args.base}; budget: {budget} per row; effect = R@10 with "
             "the ingredient minus without it (a no_X row leaves X out of the full row, a plus_X "
             "row adds it).\n")
     table = "\n".join(lines) + "\n" + note
