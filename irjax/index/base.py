@@ -424,7 +424,8 @@ _REGISTRY: dict[str, type[Index]] = {}
 # Built-in backends are imported on first use so that, e.g., exact search never imports scann.
 _BUILTIN_MODULES = {"exact": "irjax.index.exact", "scann": "irjax.index.scann_index",
                     "faiss": "irjax.index.faiss_index",
-                    "scann_sharded": "irjax.index.sharded_scann"}
+                    "scann_sharded": "irjax.index.sharded_scann",
+                    "compressed": "irjax.index.compressed"}
 
 
 def register_index(cls: type[Index]) -> type[Index]:
@@ -453,7 +454,8 @@ def index_class(kind: str) -> type[Index]:
 
 
 def create_index(kind: str, **options: Any) -> Index:
-    """An unbuilt index of the given kind ('exact', 'scann' or 'faiss')."""
+    """An unbuilt index of the given kind ('exact', 'scann', 'faiss', 'scann_sharded' or
+    'compressed')."""
     cls = index_class(kind)
     signature = inspect.signature(cls)
     try:
