@@ -1,0 +1,31 @@
+"""tools/cost_quality.py --smoke: every representation is built over the same MiniLM vectors of a
+SciFact subset, with bytes per document from the codes, and the table, CSV and plot are written."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cost_quality_smoke(tmp_path):
+    data = Path(os.environ.get("IRJAX_DATA_DIR", ROOT.parent / "shared" / "data"))
+    if not (data / "scifact" / "corpus.jsonl").exists():
+        pytest.skip(f"SciFact not found under {data}")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "IRJAX_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "tools/cost_quality.py", "--smoke", "--out",
+                           str(tmp_path / "out")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = {r["representation"]: r for r in csv.DictReader(open(tmp_path / "out" / "cost_quality.csv"))}
+    bytes_per_doc = {name: float(r["bytes_per_doc"]) for name, r in rows.items() if r["bytes_per_doc"]}
+    assert bytes_per_doc["float16"] == 768 and bytes_per_doc["int8"] == 388
+    assert (bytes_per_doc["pq m=48"], bytes_per_doc["pq m=24"], bytes_per_doc["binary"]) == (48, 24, 48)
+    ndcg = {name: float(r["nDCG@10"]) for name, r in rows.items()}
+    assert abs(ndcg["float16"] - ndcg["exact float32"]) < 1e-3  # float16 keeps the ranking
+    assert ndcg["binary + rerank 100"] >= ndcg["binary"]  # the rerank sees the whole subset's top
+    assert "BM25 (reference)" in rows and (tmp_path / "out" / "cost_quality.png").stat().st_size > 0
+    assert "| scifact/test | int8 |" in (tmp_path / "out" / "cost_quality.md").read_text()
