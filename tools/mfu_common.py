@@ -68,16 +68,22 @@ def peak_for(kind: str) -> float | None:
     return None
 
 
-def xla_flops(compiled: Any) -> float | None:
-    """FLOPs of the compiled step by XLA's cost analysis, or None where the backend has none."""
+def xla_cost(compiled: Any, key: str) -> float | None:
+    """One entry of XLA's cost analysis of a compiled function ('flops', 'bytes accessed'), or
+    None where the backend has none or reports nothing positive."""
     try:
         analysis = compiled.cost_analysis()
     except Exception:  # backends without cost analysis raise assorted errors
         return None
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else None
-    flops = (analysis or {}).get("flops")
-    return float(flops) if flops and flops > 0 else None
+    value = (analysis or {}).get(key)
+    return float(value) if value and value > 0 else None
+
+
+def xla_flops(compiled: Any) -> float | None:
+    """FLOPs of the compiled step by XLA's cost analysis, or None where the backend has none."""
+    return xla_cost(compiled, "flops")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

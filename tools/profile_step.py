@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import cpu_summary  # noqa: E402
-from mfu_common import STEPS, cumulative_options, xla_flops  # noqa: E402
+from mfu_common import STEPS, cumulative_options, xla_cost, xla_flops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,17 +64,6 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def bytes_accessed(compiled: Any) -> float | None:
-    try:
-        analysis = compiled.cost_analysis()
-    except Exception:  # backends without cost analysis raise assorted errors
-        return None
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else None
-    value = (analysis or {}).get("bytes accessed")
-    return float(value) if value else None
 
 
 def random_batch(rng: Any, vocab: int, b: int, lq: int, ld: int) -> dict:
@@ -130,7 +119,7 @@ def profile(args: argparse.Namespace) -> dict:
             compiled = jax.jit(fn).lower(*operands).compile()
             seconds = median_seconds(lambda: compiled(*operands), args.repeats)
         pieces[name] = {"ms": seconds * 1e3, "xla_gflop": (xla_flops(compiled) or 0) / 1e9,
-                        "xla_gbytes": (bytes_accessed(compiled) or 0) / 1e9}
+                        "xla_gbytes": (xla_cost(compiled, "bytes accessed") or 0) / 1e9}
         print(f"  {name:28s} {seconds * 1e3:9.2f} ms", flush=True)
         return compiled(*operands)
 
@@ -185,7 +174,7 @@ def profile(args: argparse.Namespace) -> dict:
                 jax.block_until_ready(one_step())
             jax.profiler.stop_trace()
     pieces["whole step"] = {"ms": whole * 1e3, "xla_gflop": (xla_flops(compiled) or 0) / 1e9,
-                            "xla_gbytes": (bytes_accessed(compiled) or 0) / 1e9}
+                            "xla_gbytes": (xla_cost(compiled, "bytes accessed") or 0) / 1e9}
 
     ms = {name: p["ms"] for name, p in pieces.items()}
     groups = {

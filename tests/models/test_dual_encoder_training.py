@@ -124,6 +124,16 @@ def grads_of(model, params, batch, rng):
     return jax.value_and_grad(lambda p: model.loss(p, arrays, rng)[0])(params)
 
 
+def assert_same_loss_and_grads(model, reference, params, batch, rng):
+    """`model` gives `reference`'s loss (rtol 1e-6) and gradients (1e-5); returns the gradients."""
+    loss, grads = grads_of(reference, params, batch, rng)
+    loss2, grads2 = grads_of(model, params, batch, rng)
+    np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads2), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    return grads
+
+
 @pytest.mark.parametrize("objective,shared", [("contrastive", True), ("contrastive+margin_mse", False)])
 def test_grad_cache_gives_the_plain_loss_and_gradients(objective, shared):
     """Slices of 14 tokens: 2 query rows and 2 document rows per slice (2 and 6 slices)."""
@@ -132,11 +142,7 @@ def test_grad_cache_gives_the_plain_loss_and_gradients(objective, shared):
     cached = DualEncoderModel(TINY, objective=objective, shared_towers=shared, dropout=False,
                               efficiency=EncoderEfficiency(grad_cache_tokens=14))
     params = init_params(plain, batch, 8)
-    loss, grads = grads_of(plain, params, batch, jax.random.key(0))
-    cached_loss, cached_grads = grads_of(cached, params, batch, jax.random.key(0))
-    np.testing.assert_allclose(float(cached_loss), float(loss), rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(cached_grads), jax.tree.leaves(grads)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    grads = assert_same_loss_and_grads(cached, plain, params, batch, jax.random.key(0))
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) > 1e-3  # not all zero
 
 
@@ -204,11 +210,7 @@ def test_attention_and_remat_switches_give_the_reference_loss_and_gradients(atte
     switched = DualEncoderModel(TINY, dropout=False,
                                 efficiency=EncoderEfficiency(attention=attention, remat=remat))
     params = init_params(plain, batch, 13)
-    loss, grads = grads_of(plain, params, batch, jax.random.key(0))
-    loss2, grads2 = grads_of(switched, params, batch, jax.random.key(0))
-    np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(grads2), jax.tree.leaves(grads)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    assert_same_loss_and_grads(switched, plain, params, batch, jax.random.key(0))
 
 
 def test_remat_keeps_dropout_masks_in_the_backward_pass():
@@ -218,8 +220,4 @@ def test_remat_keeps_dropout_masks_in_the_backward_pass():
     plain = DualEncoderModel(TINY)
     remat = DualEncoderModel(TINY, efficiency=EncoderEfficiency(remat="full"))
     params = init_params(plain, batch, 15)
-    loss, grads = grads_of(plain, params, batch, jax.random.key(16))
-    loss2, grads2 = grads_of(remat, params, batch, jax.random.key(16))
-    np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(grads2), jax.tree.leaves(grads)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    assert_same_loss_and_grads(remat, plain, params, batch, jax.random.key(16))
