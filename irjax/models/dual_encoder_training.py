@@ -8,12 +8,12 @@ scale 20 = 1 / 0.05). Because the batch arrays are global (sharded over 'data'),
 does by hand on pods. `negatives='local'` restricts each query to the candidates of its own data
 shard, to measure what cross-device negatives buy.
 
-GradCache (Gao et al. 2021), `efficiency.grad_cache_tokens=T`: each tower embeds its rows in slices of about
-T tokens, and each slice is rematerialised (`jax.checkpoint`), so the forward pass keeps only the
-embeddings, the loss is taken over the whole batch, and the backward pass re-runs one slice at a
-time with that slice's embedding gradients -- the same loss and gradients as the plain step (with
-dropout off; with dropout on, every slice draws its own mask), activation memory of one slice, and
-on CPU the cache-sized slices that make encoding fast (`CPU_MICRO_BATCH_TOKENS`).
+GradCache (Gao et al. 2021), `efficiency.grad_cache_tokens=T`: each tower embeds its rows in slices
+of about T tokens, and each slice is rematerialised (`jax.checkpoint`), so the forward pass keeps
+only the embeddings, the loss is taken over the whole batch, and the backward pass re-runs one
+slice at a time with that slice's embedding gradients -- the same loss and gradients as the plain
+step (with dropout off; with dropout on, every slice draws its own mask), activation memory of one
+slice, and on CPU the cache-sized slices that make encoding fast (`CPU_MICRO_BATCH_TOKENS`).
 
 Candidate layout (see irjax/data/pipeline.py): [B positives, then B*n negatives row-major];
 `logit_mask` removes false negatives (another row's document that is also relevant to this query).
@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from irjax.models.bert import BertConfig, BertEncoder
-from irjax.models.efficiency import EncoderEfficiency
 from irjax.models.dual_encoder import POOLING, encode_batch, slice_count
+from irjax.models.efficiency import EncoderEfficiency
 
 OBJECTIVES = ("contrastive", "margin_mse", "contrastive+margin_mse")
 NEGATIVES = ("global", "local")
