@@ -58,7 +58,7 @@ ROWS: tuple[Row, ...] = (
         literature="+ (every paper trains on them)"),
     Row("plus_sentences", "every sentence of each document", ("DSIData.sentence_weight = 1.0",),
         sign=+1, literature="n/a (not ablated by Pradeep et al.)"),
-    Row("plus_generated", "generated queries (from-scratch QG, 10 per doc)",
+    Row("plus_generated", "generated queries (--pseudo-queries: gin/train/qg_scifact.gin's T5-mini)",
         ("DSIData.pseudo_queries = %PSEUDO_QUERIES", "DSIData.pseudo_query_weight = 1.0"),
         sign=+1, literature=f"+8.2 ({PRADEEP}: 61.4 -> 69.6, docT5query from pretrained T5)",
         needs="pseudo_queries"),
