@@ -50,8 +50,8 @@ def recall_at_k(found: Any, truth: Any) -> float:
 
 def scann_settings(n: int) -> Iterator[tuple[str, dict[str, Any]]]:
     leaves = max(16, int(round(math.sqrt(n))))
-    for to_search in (2, 4, 8, 16, 32):
-        for reorder in (100, 400):
+    for to_search in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128):
+        for reorder in (100, 200):
             if to_search <= leaves:
                 yield (f"leaves {to_search}/{leaves}, reorder {reorder}",
                        {"mode": "tree", "num_leaves": leaves, "leaves_to_search": to_search,
