@@ -145,7 +145,7 @@ def test_weight_decay_skips_biases_and_norm_scales():
 
 @pytest.mark.parametrize("bad, message", [
     (dict(warmup_steps=20), "warmup_steps=20"),
-    (dict(decay="exp"), "decay='exp' is not a valid choice; choose one of \['cosine', 'linear', 'constant'\]"),
+    (dict(decay="exp"), r"decay='exp' is not a valid choice; choose one of \['cosine', 'linear', 'constant'\]"),
     (dict(clip_norm=0.0), "None to disable"),
     (dict(grad_accum_steps=0), "grad_accum_steps=0"),
     (dict(mu_dtype="bf17"), "mu_dtype='bf17' is not a dtype"),
