@@ -46,13 +46,11 @@ def pack_signs(vectors: np.ndarray) -> np.ndarray:
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows sorted by descending score, ties to the lower row (as ExactIndex)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
-        np.tile(np.arange(scores.shape[1]), (len(scores), 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    rows = np.take_along_axis(part, order, axis=1)
-    return np.take_along_axis(scores, rows, axis=1), rows
+    n = scores.shape[1]
+    k = min(k, n)
+    part = (np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n
+            else np.tile(np.arange(n), (len(scores), 1)))
+    return _top_k_rows(np.take_along_axis(scores, part, axis=1), part, k)
 
 
 @register_index

@@ -27,7 +27,6 @@ Dtype = Any
 Initializer = Callable[..., jax.Array]
 
 
-
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
     """The architecture fields of a Hugging Face BERT config.json (defaults: MiniLM-L6-H384)."""
@@ -253,7 +252,8 @@ class BertEncoder(nn.Module):
 
     `dtype` is the compute dtype, `param_dtype` the storage dtype of parameters; `precision`
     is passed to every matmul (e.g. 'highest' to forbid TF32 on GPUs). `attention` and `remat`
-    are the efficiency switches above (ATTENTION, REMAT); parameters are the same whatever they are.
+    are the efficiency switches of irjax/models/efficiency.py (ATTENTION, REMAT); parameters are the
+    same whatever they are.
     """
 
     config: BertConfig

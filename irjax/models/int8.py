@@ -4,7 +4,7 @@ Weights are quantised per output channel and activations per row (token), both s
 max |value| / 127), at every call, as ONNX Runtime's and PyTorch's dynamic quantisation do; the
 int32 accumulator is rescaled to float32 by the two scales. Only the dense projections use it
 (attention's score and mixing products stay float). On a CPU with AVX-512 VNNI, XLA's int8 dot
-ran 2.3x the float32 one at MiniLM's shapes (2048 x 384 x 1536, same run); the vectors move by
+ran 1.4-2.3x the float32 one at MiniLM's shapes (2048 x 384 x 1536, alternating runs); the vectors move by
 quantisation noise (cosine to float32 ~0.99+; measured per model by tools/bench_encode.py).
 """
 from __future__ import annotations
