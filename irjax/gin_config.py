@@ -57,7 +57,7 @@ def register_all() -> None:
         return
     from irjax.evaluation import evaluate
     from irjax.index import base as index_base
-    from irjax.models import dual_encoder, efficiency
+    from irjax.models import dual_encoder, efficiency, weights_dir
     from irjax.retrieval import bm25, dense
     from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, pair_data, train_dsi,
                             train_dual_encoder, train_multi_vector, train_query_generator)
@@ -83,6 +83,10 @@ def register_all() -> None:
     gin.external_configurable(continual_dsi.continual_dsi, "continual_dsi")
     gin.external_configurable(train_query_generator.train_query_generator, "train_query_generator")
     gin.external_configurable(train_query_generator.QuerySampling, "QuerySampling")
+    # A fetched model's folder or GGUF for configs: `x = @gemma/gguf_path()` with
+    # `gemma/gguf_path.name = 'gemma3-270m'` (tools/fetch_weights.py fills the cache).
+    gin.external_configurable(weights_dir.weights_dir, "weights_dir")
+    gin.external_configurable(weights_dir.gguf_path, "gguf_path")
     _REGISTERED = True
 
 
