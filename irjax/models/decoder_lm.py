@@ -156,7 +156,7 @@ def attention_mask(q_pos: jax.Array, k_pos: jax.Array, k_valid: jax.Array, causa
 
     Causal: 0 <= p - k (and p - k < window in a sliding layer, HF's `kv > q - window`).
     Bidirectional: every valid key, or |p - k| <= window // 2 in a sliding layer (EmbeddingGemma;
-    HF halves the window when attention is bidirectional).
+    HF turns the window w into w // 2 + 1 exclusive; checked against transformers 5.25).
     """
     diff = q_pos[:, :, None] - k_pos[:, None, :]
     if causal:
