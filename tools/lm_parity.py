@@ -5,7 +5,8 @@ The reference runs live in the reference venv (torch + transformers, never impor
 this script calls itself there with `--reference`, which tokenizes the texts with the GGUF's own
 tokenizer (as transformers rebuilds it), runs the model in float32 one text at a time (causal, no
 padding) and writes the ids and full logits to an .npz. irjax then loads the GGUF, runs the same
-ids and compares every logit.
+ids and compares every logit, then generates greedily (one left-padded batch, KV cache) and
+compares the tokens with transformers' `generate`.
 
     .venv/bin/python tools/lm_parity.py smollm2-135m-instruct gemma3-270m \
         qwen2.5-coder-0.5b-instruct --out tools/results/lm_parity/parity.json
@@ -14,7 +15,8 @@ Weights are read from $IRJAX_WEIGHTS_DIR (default ~/.cache/irjax/weights)/<name>
 transformers' GGUF loading needs `gguf` and `accelerate` in the reference venv. Measured (2 CPU
 cores, transformers 5.25.0): max |diff| 1.3e-4 (SmolLM2-135M, logits up to 41.5), 7.4e-5
 (Gemma 3 270M, up to 35.0), 4.7e-5 (Qwen2.5-Coder-0.5B, up to 27.4); top-1 agrees at every
-position (tools/results/lm_parity/parity.json).
+position, and greedy generation gives transformers' 16 tokens for all 3 texts of each model
+(tools/results/lm_parity/parity.json).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+NEW_TOKENS = 16
 DEFAULT_MODELS = ("smollm2-135m-instruct", "gemma3-270m", "qwen2.5-coder-0.5b-instruct")
 TEXTS = (
     "The capital of France is Paris, and the capital of Germany is",
@@ -56,9 +59,15 @@ def reference(gguf: Path, texts: list[str], out: Path) -> None:
         ids = tokenizer(text, return_tensors="pt").input_ids
         with torch.no_grad():
             logits = model(input_ids=ids).logits[0].float().numpy()
+            generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                       max_new_tokens=NEW_TOKENS, do_sample=False,
+                                       num_beams=1, repetition_penalty=1.0)
         arrays[f"ids_{i}"] = ids[0].numpy().astype(np.int32)
         arrays[f"logits_{i}"] = logits
+        arrays[f"generated_{i}"] = generated[0, ids.shape[1]:].numpy().astype(np.int32)
     arrays["version"] = np.asarray(f"transformers {transformers.__version__}")
+    eos = model.generation_config.eos_token_id
+    arrays["eos_ids"] = np.asarray([] if eos is None else np.atleast_1d(eos), np.int32)
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, out)
@@ -102,10 +111,19 @@ def compare(name: str, weights_dir: Path, ref_python: str) -> dict:
         scale = max(scale, float(np.abs(want).max()))
         top1 += int((got.argmax(-1) == want.argmax(-1)).sum())
         tokens += len(ids)
+    # Greedy generation, all texts in one left-padded batch through the KV cache, against
+    # transformers' generate one text at a time.
+    from irjax.decoding.lm_generation import generate
+
+    out = generate(model, params, [ref[f"ids_{i}"].tolist() for i in range(len(TEXTS))],
+                   max_new_tokens=NEW_TOKENS, eos_ids=ref["eos_ids"].tolist(), greedy=True)
+    same = [out.sequences()[i] == ref[f"generated_{i}"].tolist() for i in range(len(TEXTS))]
     return {"model": name, "gguf": f"{name}/model.gguf", "gguf_sha256": _sha256(gguf),
             "vocab_size": config.vocab_size,
             "positions": tokens, "max_abs_logit_diff": worst, "max_abs_logit": scale,
             "relative": worst / scale, "top1_agreement": top1 / tokens,
+            "greedy_generation_identical": f"{sum(same)}/{len(same)} texts, "
+                                           f"{NEW_TOKENS} new tokens",
             "reference": str(ref["version"]), "reference_seconds": round(ref_seconds, 1),
             "irjax_seconds": round(time.time() - start, 1)}
 
