@@ -2,7 +2,7 @@
 table, per collection, with the Pareto plot.
 
     python tools/cost_quality.py --out workdir/cost_quality [--datasets scifact:test,nfcorpus:dev]
-        [--threads 2] [--smoke]
+        [--threads 2] [--smoke] [--learned workdir/jpq_scifact workdir/bebr_scifact ...]
 
 The corpus and the judged queries are encoded once by MiniLM (irjax's DenseRetriever, embedding
 shards cached), and every representation is built over the same vectors: exact float32 search,
@@ -12,6 +12,13 @@ with 48/24/12 sub-spaces, binary sign bits; PQ and binary also with a float32 re
 and exact the index files), bytes on disk, build seconds, queries/s (all queries in one batch,
 top 100, pinned to --threads CPUs), nDCG@10 and R@100 (pytrec_eval through irjax.evaluation).
 Writes OUT/cost_quality.csv, .md and .png (nDCG@10 against bytes per document, log scale).
+
+Representations that need training (JPQ, BEBR, SPLADE and its inference-free variant, ColBERTer)
+come from their configs' workdirs (`--learned`): each WORKDIR/metrics.json gives its row (the
+`bytes_per_doc` the job measured, its index build and search seconds, its metrics), so the table
+shows them beside the post-hoc codecs without training anything here. Their queries/s is the
+job's own batched search over the same judged queries; query encoding is a separate column
+(milliseconds per query), where the inference-free model's ~0 shows.
 """
 from __future__ import annotations
 
@@ -45,7 +52,7 @@ REPRESENTATIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 MEASURES = ("nDCG@10", "R@100")
 FIELDS = ("dataset", "representation", "bytes_per_doc", "disk_bytes_per_doc", "build_s",
-          "queries_per_s", *MEASURES)
+          "queries_per_s", "query_encode_ms", *MEASURES)
 
 
 def disk_bytes(directory: Path) -> int:
@@ -71,7 +78,10 @@ def study(dataset: str, split: str, smoke: bool) -> list[dict[str, Any]]:
     vectors = retriever.encode_corpus(collection)
     ids = [d.doc_id for d in collection.documents]
     qids = list(queries)
+    retriever.encode_queries([queries[q] for q in qids])  # compiles at the timed shapes
+    start = time.perf_counter()
     query_vectors = retriever.encode_queries([queries[q] for q in qids])
+    query_encode_ms = 1000 * (time.perf_counter() - start) / len(qids)
     k = min(100, len(ids))
     rows = []
     for name, kind, options in REPRESENTATIONS:
@@ -91,7 +101,8 @@ def study(dataset: str, split: str, smoke: bool) -> list[dict[str, Any]]:
         metrics = evaluate_run(result.to_run(qids), collection.qrels, MEASURES).aggregate
         rows.append({"dataset": f"{dataset}/{split}", "representation": name,
                      "bytes_per_doc": scanned, "disk_bytes_per_doc": on_disk, "build_s": build_s,
-                     "queries_per_s": len(qids) / search_s, **metrics})
+                     "queries_per_s": len(qids) / search_s, "query_encode_ms": query_encode_ms,
+                     **metrics})
         print(f"  {dataset}/{split} {name:22s} {scanned:8.1f} B/doc  nDCG@10 "
               f"{metrics['nDCG@10']:.4f}  R@100 {metrics['R@100']:.4f}  "
               f"{len(qids) / search_s:8.0f} q/s", flush=True)
@@ -105,8 +116,35 @@ def study(dataset: str, split: str, smoke: bool) -> list[dict[str, Any]]:
     metrics = evaluate_run(run, collection.qrels, MEASURES).aggregate
     rows.append({"dataset": f"{dataset}/{split}", "representation": "BM25 (reference)",
                  "bytes_per_doc": None, "disk_bytes_per_doc": None, "build_s": build_s,
-                 "queries_per_s": len(qids) / seconds, **metrics})
+                 "queries_per_s": len(qids) / seconds, "query_encode_ms": None, **metrics})
     return rows
+
+
+def learned_row(workdir: Path) -> dict[str, Any]:
+    """One table row from a trained representation's WORKDIR/metrics.json (module docstring)."""
+    import json
+
+    path = workdir / "metrics.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no metrics.json; run the representation's config first "
+                         "(its header names the command)")
+    record = json.loads(path.read_text())
+    missing = [k for k in ("bytes_per_doc", "metrics", "dataset", "split", "num_queries")
+               if k not in record]
+    if missing or any(m not in record["metrics"] for m in MEASURES):
+        raise SystemExit(f"{path}: missing {missing or list(MEASURES)}; it must come from a "
+                         "config that writes bytes_per_doc (gin/train/jpq_scifact.gin and the like)")
+    timings = record.get("timings", {})
+    search_s = timings.get("search_s") or timings.get("score_s")
+    encode_s = timings.get("query_encoding_s", timings.get("encode_queries_s"))
+    return {"dataset": f"{record['dataset']}/{record['split']}",
+            "representation": record.get("representation", record.get("model", workdir.name)),
+            "bytes_per_doc": record["bytes_per_doc"], "disk_bytes_per_doc": None,
+            "build_s": timings.get("index_build_s", timings.get("build_index_s")),
+            "queries_per_s": record["num_queries"] / search_s if search_s else None,
+            "query_encode_ms": 1000 * encode_s / record["num_queries"] if encode_s is not None
+            else None,
+            **{m: record["metrics"][m] for m in MEASURES}}
 
 
 def _smoke_subset(collection: Any, queries: dict[str, str]) -> Any:
@@ -131,11 +169,13 @@ def write_outputs(rows: list[dict[str, Any]], out: Path) -> None:
     os.replace(out / "cost_quality.csv.tmp", out / "cost_quality.csv")
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     lines = ["| collection | representation | bytes/doc searched | bytes/doc on disk | build s | "
-             "queries/s | nDCG@10 | R@100 |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+             "queries/s | query encode ms/query | nDCG@10 | R@100 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["dataset"]):
         lines.append(f"| {r['dataset']} | {r['representation']} | {fmt(r['bytes_per_doc'], '.1f')} | "
                      f"{fmt(r['disk_bytes_per_doc'], '.1f')} | {fmt(r['build_s'], '.2f')} | "
-                     f"{r['queries_per_s']:.0f} | {r['nDCG@10']:.4f} | {r['R@100']:.4f} |")
+                     f"{fmt(r['queries_per_s'], '.0f')} | {fmt(r['query_encode_ms'], '.2f')} | "
+                     f"{r['nDCG@10']:.4f} | {r['R@100']:.4f} |")
     (out / "cost_quality.md").write_text("\n".join(lines) + f"\n\n{cpu_summary()}\n")
     import matplotlib
 
@@ -171,14 +211,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, len(os.sched_getaffinity(0))))
     parser.add_argument("--smoke", action="store_true",
                         help="5 queries and ~300 documents of the first dataset")
+    parser.add_argument("--learned", nargs="*", type=Path, default=[],
+                        help="workdirs of trained representations (JPQ, BEBR, SPLADE, ColBERTer)")
     args = parser.parse_args()
+    learned = [learned_row(w) for w in args.learned]  # bad workdirs fail before any encoding
     pin_threads(args.threads)
     print(cpu_summary(), flush=True)
     rows = []
     pairs = [pair.split(":") for pair in args.datasets.split(",")]
     for dataset, split in pairs[:1] if args.smoke else pairs:
         rows += study(dataset, split, args.smoke)
-    write_outputs(rows, args.out)
+    for row in learned:
+        print(f"  {row['dataset']} {row['representation']:22s} {row['bytes_per_doc']:8.1f} B/doc  "
+              f"nDCG@10 {row['nDCG@10']:.4f}  R@100 {row['R@100']:.4f}  (from its workdir)")
+    write_outputs(rows + learned, args.out)
     print(f"wrote {args.out}/cost_quality.{{csv,md,png}}")
 
 
