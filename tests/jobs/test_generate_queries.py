@@ -39,7 +39,7 @@ def tiny_generator_factory(calls):
 def run_job(data, workdir, **overrides):
     settings = dict(lm="tiny.gguf", plan=job.PlanConfig(num_examples=2, num_clusters=3),
                     prompt=PromptConfig(doc_max_tokens=24, query_max_tokens=12),
-                    sampling=SamplingConfig(queries_per_document=2, batch_size=3,
+                    sampling=SamplingConfig(queries_per_document=2, batch_size=4,
                                             max_new_tokens=6, seed=1),
                     documents_per_part=2, filter_depth=6, samples=5, finetune=False)
     settings.update(overrides)
