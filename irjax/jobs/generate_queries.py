@@ -25,6 +25,7 @@ WORKDIR holds:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -100,7 +101,7 @@ def _generate_parts(workdir: Path, generator_factory: Any, targets: list[str],
                     settings: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Every part's rows (reused or generated now) and the timing of the parts made now."""
     rows: list[dict[str, Any]] = []
-    made = {"generate_s": 0.0, "rows": 0, "first_batch_s": 0.0, "generated_tokens": 0}
+    made = {"generate_s": 0.0, "rows": 0, "generated_tokens": 0}
     generator = None
     for part, start in enumerate(range(0, len(targets), per_part)):
         docs = targets[start:start + per_part]
@@ -239,6 +240,10 @@ def generate_queries(
     atomic_write_text(workdir_path / "pseudo_queries.jsonl", "".join(
         json.dumps({"doc_id": d, "queries": q}, ensure_ascii=False) + "\n" for d, q in dsi.items()))
 
+    previous = workdir_path / "generation.json"
+    if previous.exists():  # reused stages keep the load/filter timings of the run that made them
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            loaded = {**json.loads(previous.read_text())["load_and_filter"], **loaded}
     summary = _summary(workdir_path, generated, filtered, made, loaded, gen_settings,
                        filter_depth, time.perf_counter() - started)
     atomic_write_text(workdir_path / "generation.json", json.dumps(summary, indent=1) + "\n")

@@ -83,6 +83,8 @@ def test_generation_filter_pairs_and_resumption(tmp_path, monkeypatch):
     calls.clear()
     run_job(data, workdir)
     assert calls == [] and (workdir / "filtered.jsonl").read_bytes() == before
+    kept_timings = json.loads((workdir / "generation.json").read_text())["load_and_filter"]
+    assert {"load_s", "prefix_tokens", "filter_s"} <= set(kept_timings)  # from the first run
 
     # Losing the merged file regenerates nothing: the parts are reused.
     (workdir / "generated.jsonl").unlink()
