@@ -27,7 +27,8 @@ def row(label: str, workdir: Path) -> dict:
     settings = generation["settings"]
     out = {
         "run": label, "lm": settings["lm_dir"], "documents": generation["documents"],
-        "queries": generation["queries"], "queries_per_s": generation["queries_per_s"],
+        "queries": generation["queries"], "rows_per_call": settings["sampling"]["batch_size"],
+        "queries_per_s": generation["queries_per_s"],
         "queries_per_s_after_first_part": generation["queries_per_s_after_first_part"],
         "tokens_per_query": generation["generated_tokens"] / max(generation["queries"], 1),
         "prefix_tokens": generation["load_and_filter"].get("prefix_tokens"),
@@ -45,14 +46,15 @@ def row(label: str, workdir: Path) -> dict:
 def table(rows: list[dict]) -> str:
     def f(value, digits=3):
         return "–" if value is None else f"{value:.{digits}f}"
-    lines = ["| run | LM | docs x queries | queries/s | queries/s after part 1 | tokens/query | "
+    lines = ["| run | LM | docs x queries | rows/call | queries/s | queries/s after part 1 | tokens/query | "
              "prefix tokens | kept (depth) | kept at depth 1 | words/query | nDCG@10 fine-tuned "
-             "(zero-shot) |", "|---" * 11 + "|"]
+             "(zero-shot) |", "|---" * 12 + "|"]
     for r in rows:
         tuned = (f"{f(r['nDCG@10'], 4)} ({f(r['zero_shot_nDCG@10'], 4)})"
                  if "nDCG@10" in r else "–")
         lines.append(f"| {r['run']} | {r['lm']} | {r['documents']} x "
-                     f"{r['queries'] // max(r['documents'], 1)} | {f(r['queries_per_s'])} | "
+                     f"{r['queries'] // max(r['documents'], 1)} | {r['rows_per_call']} | "
+                     f"{f(r['queries_per_s'])} | "
                      f"{f(r['queries_per_s_after_first_part'])} | {f(r['tokens_per_query'], 1)} | "
                      f"{r['prefix_tokens']} | {f(r['kept_fraction'], 2)} ({r['filter_depth']}) | "
                      f"{f(r['kept_at_1'], 2)} | {f(r['mean_words'], 1)} | {tuned} |")
