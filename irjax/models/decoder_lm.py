@@ -156,7 +156,7 @@ def attention_mask(q_pos: jax.Array, k_pos: jax.Array, k_valid: jax.Array, causa
 
     Causal: 0 <= p - k (and p - k < window in a sliding layer, HF's `kv > q - window`).
     Bidirectional: every valid key, or |p - k| <= window // 2 in a sliding layer (EmbeddingGemma;
-    HF halves the window when attention is bidirectional).
+    HF turns the window w into w // 2 + 1 exclusive; checked against transformers 5.25).
     """
     diff = q_pos[:, :, None] - k_pos[:, None, :]
     if causal:
@@ -235,10 +235,14 @@ class Attention(nn.Module):
 
     def setup(self) -> None:
         cfg, dtype = self.config, self.config.compute_dtype
-        proj = lambda heads: Dense((heads, cfg.head_dim), ("embed", "heads", "kv"), 1,  # noqa: E731
-                                   cfg.attention_bias, dtype)
-        self.query, self.key, self.value = proj(cfg.num_heads), proj(cfg.num_kv_heads), \
-            proj(cfg.num_kv_heads)
+
+        def proj(heads: int) -> Dense:
+            return Dense((heads, cfg.head_dim), ("embed", "heads", "kv"), 1, cfg.attention_bias,
+                         dtype)
+
+        self.query = proj(cfg.num_heads)
+        self.key = proj(cfg.num_kv_heads)
+        self.value = proj(cfg.num_kv_heads)
         self.out = Dense((cfg.hidden_size,), ("heads", "kv", "embed"), 2, False, dtype)
         if cfg.qk_norm:
             self.query_norm = RMSNorm(cfg.rms_norm_eps, cfg.norm_offset, "kv", dtype)

@@ -40,8 +40,6 @@ FAMILIES = ("gemma3", "llama", "qwen2")
 # Checkpoint tensors the model has no use for, with the reason they may be dropped.
 IGNORED = {
     r"layers\.\d+\.self_attn\.rotary_emb\.inv_freq": "a RoPE buffer, recomputed at run time",
-    r"rope_freqs\.weight": "llama.cpp's Llama-3 RoPE frequency factors; only unscaled or linear "
-                           "RoPE is supported (the config check refuses other scalings)",
 }
 
 
@@ -293,6 +291,9 @@ def config_from_gguf(reader: Any, where: str) -> DecoderConfig:
         return value
 
     names = {t.name for t in reader.tensors}
+    if "rope_freqs.weight" in names:
+        raise ValueError(f"{where}: rope_freqs.weight holds Llama-3-style RoPE frequency factors, "
+                         "which this model does not implement (only unscaled or linear RoPE)")
     hidden, heads = int(get("embedding_length")), int(get("attention.head_count"))
     embed = next(t for t in reader.tensors if t.name == "token_embd.weight") \
         if "token_embd.weight" in names else None
@@ -372,8 +373,8 @@ def load_gguf(path: str | os.PathLike, param_dtype: Any = np.float32,
 
 def load_lm(path: str | os.PathLike, param_dtype: Any = np.float32,
             **overrides: Any) -> tuple[DecoderConfig, dict[str, Any]]:
-    """A .gguf file, or a Hugging Face checkpoint directory."""
-    path = Path(path)
+    """A .gguf file, or a Hugging Face checkpoint directory ('~' expanded)."""
+    path = Path(path).expanduser()
     if path.suffix == ".gguf":
         return load_gguf(path, param_dtype, **overrides)
     return load_hf(path, param_dtype, **overrides)

@@ -89,6 +89,13 @@ def _gelu_tanh(x: np.ndarray) -> np.ndarray:
 def reference_logits(cfg: dict, t: dict[str, np.ndarray], ids: np.ndarray,
                      causal: bool = True) -> np.ndarray:
     """float64 logits [T, vocab] of one unpadded sequence `ids` [T]."""
+    x = reference_hidden(cfg, t, ids, causal)
+    return x @ t.get("lm_head.weight", t["model.embed_tokens.weight"]).astype(np.float64).T
+
+
+def reference_hidden(cfg: dict, t: dict[str, np.ndarray], ids: np.ndarray,
+                     causal: bool = True) -> np.ndarray:
+    """float64 final (normed) hidden states [T, hidden] of one unpadded sequence `ids` [T]."""
     t = {k: v.astype(np.float64) for k, v in t.items()}
     gemma, eps = is_gemma(cfg), cfg["rms_norm_eps"]
     h, kv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
@@ -137,8 +144,7 @@ def reference_logits(cfg: dict, t: dict[str, np.ndarray], ids: np.ndarray,
         if gemma:
             m = _rms(m, t[p + "post_feedforward_layernorm.weight"], eps, True)
         x = x + m
-    x = _rms(x, t["model.norm.weight"], eps, gemma)
-    return x @ t.get("lm_head.weight", t["model.embed_tokens.weight"]).T
+    return _rms(x, t["model.norm.weight"], eps, gemma)
 
 
 # ------------------------------------------------------------------ GGUF as llama.cpp writes it

@@ -137,3 +137,15 @@ def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="activation"):
         DecoderConfig.llama(vocab_size=8, hidden_size=8, intermediate_size=8, num_layers=1,
                             num_heads=2, num_kv_heads=2, head_dim=4, activation="relu")
+
+
+def test_bfloat16_compute_stays_close():
+    """dtype='bfloat16' runs every matmul in bfloat16 (softmax and norms in float32)."""
+    _, _, config, params = tiny("gemma3")
+    ids = jnp.asarray(ids_of(9, seed=9))
+    full = np.asarray(DecoderLM(config).apply({"params": params}, ids))
+    half_config = DecoderConfig(**{**config.__dict__, "dtype": "bfloat16"})
+    half = np.asarray(DecoderLM(half_config).apply({"params": params}, ids))
+    assert half.dtype == np.float32
+    error = np.abs(half - full).max() / np.abs(full).max()
+    assert 0 < error < 0.05

@@ -176,3 +176,8 @@ def test_bad_files_and_configs(tmp_path):
                         "num_attention_heads": 2})
     with pytest.raises(ValueError, match="llama3"):
         config_from_hf({**LLAMA, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
+    named = gguf_tensors(LLAMA, random_checkpoint(LLAMA, seed=16))
+    write_gguf_raw(tmp_path / "llama3.gguf", LLAMA,
+                   {**named, "rope_freqs.weight": np.ones(8, np.float32)})
+    with pytest.raises(ValueError, match="rope_freqs"):  # never silently ignored
+        load_gguf(tmp_path / "llama3.gguf")
