@@ -59,8 +59,11 @@ def register_all() -> None:
     from irjax.index import base as index_base
     from irjax.models import dual_encoder, efficiency, weights_dir
     from irjax.retrieval import bm25, dense
-    from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, pair_data, train_dsi,
-                            train_dual_encoder, train_multi_vector, train_query_generator)
+    from irjax.data import fewshot_prompts
+    from irjax.decoding import lm_query_generation
+    from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, generate_queries,
+                            pair_data, train_dsi, train_dual_encoder, train_multi_vector,
+                            train_query_generator)
     from irjax.training import optimizer, trainer_config
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
@@ -83,6 +86,10 @@ def register_all() -> None:
     gin.external_configurable(continual_dsi.continual_dsi, "continual_dsi")
     gin.external_configurable(train_query_generator.train_query_generator, "train_query_generator")
     gin.external_configurable(train_query_generator.QuerySampling, "QuerySampling")
+    gin.external_configurable(generate_queries.generate_queries, "generate_queries")
+    gin.external_configurable(generate_queries.PlanConfig, "PlanConfig")
+    gin.external_configurable(fewshot_prompts.PromptConfig, "PromptConfig")
+    gin.external_configurable(lm_query_generation.SamplingConfig, "SamplingConfig")
     # A fetched model's folder or GGUF for configs: `x = @gemma/gguf_path()` with
     # `gemma/gguf_path.name = 'gemma3-270m'` (tools/fetch_weights.py fills the cache).
     gin.external_configurable(weights_dir.weights_dir, "weights_dir")

@@ -1,5 +1,6 @@
 """The training data of the pair-trained retrievers (dual encoder, XTR/ColBERT): the judged
-pairs of a split, plus BM25 hard negatives, teacher scores and TAS clusters, as grain batches.
+pairs of a split and/or LM-generated pairs (`generated_queries`, written by the generate_queries
+job), plus BM25 hard negatives, teacher scores and TAS clusters, as grain batches.
 
 `train_dual_encoder` and `train_multi_vector` differ only in their model and their retriever;
 their data comes from here.
@@ -11,13 +12,14 @@ import logging
 from typing import Any
 
 from irjax.data.collection import Collection
+from irjax.data.generated_queries import generated_training_pairs
 from irjax.retrieval.hard_negatives import cached_hard_negatives
 from irjax.choices import check_choice
 from irjax.data.pipeline import SAMPLERS, DualEncoderBatches
 from irjax.data.tas_sampler import cluster_queries
 from irjax.data.teacher_scores import read_teacher_scores
 from irjax.data.tokenization import WordPieceTokenizer
-from irjax.data.training_examples import build_training_pairs
+from irjax.data.training_examples import TrainingPairs, build_training_pairs
 from irjax.errors import ConfigError
 from irjax.index.embedding_cache import default_cache_dir
 
@@ -38,9 +40,28 @@ class DataConfig:
     sampler: str = "random"
     tas_clusters: int = 16
     seed: int = 0
+    # JSONL of generated (doc_id, query, kept) rows (generate_queries job): its kept rows are
+    # added as pairs; `labelled_pairs=False` trains on them alone (no judged pair of the split).
+    generated_queries: str | None = None
+    labelled_pairs: bool = True
 
     def __post_init__(self) -> None:
         check_choice("DataConfig.sampler", self.sampler, SAMPLERS)
+        if not self.labelled_pairs and not self.generated_queries:
+            raise ConfigError("DataConfig.labelled_pairs=False leaves no training pairs: set "
+                              "DataConfig.generated_queries to a generate_queries output file")
+
+
+def collect_pairs(train: Collection, data: DataConfig) -> TrainingPairs:
+    """The split's judged pairs (unless `labelled_pairs` is off), then the kept generated ones."""
+    labelled = build_training_pairs(train) if data.labelled_pairs else TrainingPairs([], {}, 1)
+    if not data.generated_queries:
+        return labelled
+    generated = generated_training_pairs(data.generated_queries,
+                                         {d.doc_id: d.contents for d in train.documents})
+    log.info("%d generated pairs from %s added to %d labelled ones", len(generated),
+             data.generated_queries, len(labelled))
+    return TrainingPairs([*labelled, *generated], labelled.counts, labelled.min_grade)
 
 
 def training_batches(train: Collection, tokenizer: WordPieceTokenizer, data: DataConfig,
@@ -50,7 +71,7 @@ def training_batches(train: Collection, tokenizer: WordPieceTokenizer, data: Dat
     TAS-Balanced clusters the training queries with `cluster_encoder` (a pooled TextEncoder);
     without one, only the random sampler is available.
     """
-    pairs = build_training_pairs(train)
+    pairs = collect_pairs(train, data)
     log.info("training pairs: %s", pairs.summary())
     hard_negatives = documents = None
     if data.num_hard_negatives:
