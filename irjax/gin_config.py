@@ -59,8 +59,9 @@ def register_all() -> None:
     from irjax.index import base as index_base
     from irjax.models import dual_encoder, efficiency
     from irjax.retrieval import bm25, dense
-    from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, pair_data, train_dsi,
-                            train_dual_encoder, train_multi_vector, train_query_generator)
+    from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, pair_data, train_bebr,
+                            train_dsi, train_dual_encoder, train_jpq, train_multi_vector,
+                            train_query_generator)
     from irjax.training import optimizer, trainer_config
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
@@ -83,6 +84,8 @@ def register_all() -> None:
     gin.external_configurable(continual_dsi.continual_dsi, "continual_dsi")
     gin.external_configurable(train_query_generator.train_query_generator, "train_query_generator")
     gin.external_configurable(train_query_generator.QuerySampling, "QuerySampling")
+    gin.external_configurable(train_jpq.train_jpq, "train_jpq")
+    gin.external_configurable(train_bebr.train_bebr, "train_bebr")
     _REGISTERED = True
 
 
