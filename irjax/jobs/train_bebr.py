@@ -2,7 +2,10 @@
 shared Trainer -> a bits index (round-weighted Hamming) with float re-ranking of the top N.
 
 The training pairs are the train split's judged (query, document) pairs, embedded by the frozen
-encoder; negatives are in-batch plus hard negatives from exact float search's top ranks.
+encoder; negatives are in-batch plus hard negatives from exact float search's top ranks. With
+`corpus_weight`, each step also draws `corpus_rows_per_query` random corpus vectors per batch
+row (global batch x that many in all), whose float
+neighbourhoods the codes are distilled to keep (irjax/models/bebr.py).
 
 Writes WORKDIR/metrics.json (bits + float rerank of the top `rerank`, with `bytes_per_doc` and the
 search timing), WORKDIR/float32/ (exact float32 search of the same encoder, the reference),
@@ -56,6 +59,9 @@ def train_bebr(
     hard_negative_skip: int = 3,
     temperature: float = 0.05,
     reconstruction_weight: float = 1.0,
+    distill_weight: float = 0.0,
+    corpus_weight: float = 1.0,
+    corpus_rows_per_query: int = 4,
     trainer: TrainerConfig = TrainerConfig(num_epochs=30, checkpoint_every=200, log_every=20),
     optimizer: OptimizerConfig = DEFAULT_OPTIMIZER,
     seed: int = 0,
@@ -68,7 +74,8 @@ def train_bebr(
     same_corpus(train, evaluation)
     start = start_encoder(dual_encoder, pretrained)
     model = BEBRModel(start.encoder.dim, rounds=rounds, bits_per_round=bits_per_round,
-                      temperature=temperature, reconstruction_weight=reconstruction_weight)
+                      temperature=temperature, reconstruction_weight=reconstruction_weight,
+                      distill_weight=distill_weight, corpus_weight=corpus_weight)
 
     float_retriever = start.retriever(cache_dir)
     records = [evaluate_on_collection(evaluation, float_retriever, workdir_path / "float32")]
@@ -90,6 +97,11 @@ def train_bebr(
         out["pos_vectors"] = batch_docs[batch["pos_doc_index"]]
         if "neg_doc_index" in batch:
             out["neg_vectors"] = batch_docs[batch["neg_doc_index"]]
+        if corpus_weight:  # random corpus rows, a function of the batch (so resumes repeat them)
+            rng = np.random.default_rng([seed, *batch["query_index"].tolist()])
+            count = len(batch["labels"]) * corpus_rows_per_query
+            rows = rng.choice(len(vectors), count, replace=len(vectors) < count)
+            out["corpus_vectors"] = vectors[rows].reshape(len(batch["labels"]), -1, vectors.shape[1])
         return out
 
     iterator = MappedIterator(batches, with_vectors)

@@ -17,10 +17,16 @@ computes: s(a, b) = sum_r w_r <b_r(a), b_r(b)> / u with learned round weights w_
 Objective (on embeddings, queries vs documents): softmax cross-entropy of each query's code over
 the batch's document codes [B positives, then B*n hard negatives], as the dual encoder's
 contrastive loss, plus `reconstruction_weight` * the mean squared residual ||x - rec_R||^2 of
-every row, which keeps the decoders, and so the residuals each round binarises, meaningful.
+every row, which keeps the decoders, and so the residuals each round binarises, meaningful, plus
+`distill_weight` * the cross-entropy of the code logits against the softmax of the float
+vectors' own scores over the same candidates (the codes keep the float ranking, not only the
+judged positive), plus `corpus_weight` * the same distillation among `corpus_vectors` [b, c, d]
+(c random corpus rows per batch row, b * c in all): each row's codes must rank the other rows as its float vector does. The
+judged pairs are few (809 SciFact queries) and cover little of the corpus; without this term the
+codes fit them and lose the geometry of the rest, and with it recall.
 
 Batch: query_vectors [b, d], pos_vectors [b, d], neg_vectors [b, n, d] (float32), labels [b],
-logit_mask [b, B*(1+n)] (irjax/data/pipeline.py's layout).
+logit_mask [b, B*(1+n)] (irjax/data/pipeline.py's layout); optionally corpus_vectors [b, c, d].
 """
 from __future__ import annotations
 
@@ -48,14 +54,17 @@ class BEBRModel:
     bits_per_round: int = 128
     temperature: float = 0.05
     reconstruction_weight: float = 1.0
+    distill_weight: float = 0.0
+    corpus_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.rounds < 1 or self.bits_per_round < 8 or self.bits_per_round % 8:
             raise ValueError(f"BEBR needs dim >= 1, rounds >= 1 and bits_per_round a positive "
                              f"multiple of 8; got {self.dim}, {self.rounds}, {self.bits_per_round}")
-        if self.temperature <= 0 or self.reconstruction_weight < 0:
-            raise ValueError(f"temperature must be > 0 and reconstruction_weight >= 0, got "
-                             f"{self.temperature} and {self.reconstruction_weight}")
+        weights = (self.reconstruction_weight, self.distill_weight, self.corpus_weight)
+        if self.temperature <= 0 or min(weights) < 0:
+            raise ValueError(f"temperature must be > 0 and the loss weights >= 0, got "
+                             f"{self.temperature} and {weights}")
 
     @property
     def bytes_per_doc(self) -> int:
@@ -100,16 +109,35 @@ class BEBRModel:
         q_signs, q_rec = self.binarize(params, queries)
         d_signs, d_rec = self.binarize(params, docs)
         scores = self.similarity(params, q_signs, d_signs)
+        mask = batch["logit_mask"].astype(bool) if "logit_mask" in batch else None
         logits = scores / self.temperature
-        if "logit_mask" in batch:
-            logits = jnp.where(batch["logit_mask"].astype(bool), logits, _NEG_INF)
+        teacher = queries @ docs.T / self.temperature
+        if mask is not None:
+            logits = jnp.where(mask, logits, _NEG_INF)
+            teacher = jnp.where(mask, teacher, _NEG_INF)
         b, labels = queries.shape[0], batch["labels"]
-        ce = jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[jnp.arange(b), labels])
-        residual = jnp.concatenate([queries - q_rec, docs - d_rec])
-        mse = jnp.mean(jnp.sum(jnp.square(residual), axis=-1))
-        total = ce + self.reconstruction_weight * mse
-        metrics = {"contrastive_loss": ce, "reconstruction_mse": mse,
-                   "accuracy": jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))}
+        log_p = jax.nn.log_softmax(logits, axis=-1)
+        ce = -jnp.mean(log_p[jnp.arange(b), labels])
+        distill = -jnp.mean(jnp.sum(jax.nn.softmax(teacher, axis=-1) * log_p, axis=-1))
+        residuals = [queries - q_rec, docs - d_rec]
+        total = ce + self.distill_weight * distill
+        metrics = {"contrastive_loss": ce, "distill_loss": distill}
+        if "corpus_vectors" in batch:
+            corpus = batch["corpus_vectors"].reshape(-1, queries.shape[-1])
+            c_signs, c_rec = self.binarize(params, corpus)
+            residuals.append(corpus - c_rec)
+            off_diagonal = ~jnp.eye(corpus.shape[0], dtype=bool)
+            student = jnp.where(off_diagonal, self.similarity(params, c_signs, c_signs)
+                                / self.temperature, _NEG_INF)
+            teacher_c = jnp.where(off_diagonal, corpus @ corpus.T / self.temperature, _NEG_INF)
+            corpus_loss = -jnp.mean(jnp.sum(jax.nn.softmax(teacher_c, axis=-1)
+                                            * jax.nn.log_softmax(student, axis=-1), axis=-1))
+            total = total + self.corpus_weight * corpus_loss
+            metrics["corpus_distill_loss"] = corpus_loss
+        mse = jnp.mean(jnp.sum(jnp.square(jnp.concatenate(residuals)), axis=-1))
+        total = total + self.reconstruction_weight * mse
+        metrics["reconstruction_mse"] = mse
+        metrics["accuracy"] = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
         return total, metrics
 
     def export(self, params: Any) -> dict[str, np.ndarray]:

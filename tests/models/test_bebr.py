@@ -53,3 +53,34 @@ def test_bad_settings_are_rejected():
         BEBRModel(D, bits_per_round=12)
     with pytest.raises(ValueError, match="temperature"):
         BEBRModel(D, temperature=0.0)
+
+
+def _log_softmax(x):
+    x = x - x.max(1, keepdims=True)
+    return x - np.log(np.exp(x).sum(1, keepdims=True))
+
+
+def test_loss_against_numpy(setup):
+    _, params, batch = setup
+    model = BEBRModel(D, rounds=3, bits_per_round=16, reconstruction_weight=0.5,
+                      distill_weight=2.0, corpus_weight=3.0)
+    batch = {**batch, "corpus_vectors": batch["neg_vectors"][::-1]}  # [B, 2, D]: 8 rows
+    weights = model.export(params)
+    q, c = batch["query_vectors"], batch["corpus_vectors"].reshape(-1, D)
+    d = np.concatenate([batch["pos_vectors"], batch["neg_vectors"].reshape(B * NEG, D)])
+    (q_bits, q_rec), (d_bits, d_rec), (c_bits, c_rec) = (binarize(x, weights) for x in (q, d, c))
+    log_p = _log_softmax(round_scores(q_bits, d_bits, weights["round_weights"]) / model.temperature)
+    teacher = np.exp(_log_softmax(q @ d.T / model.temperature))
+    ce = -np.mean(log_p[np.arange(B), np.arange(B)])
+    distill = -np.mean((teacher * log_p).sum(1))
+    off = ~np.eye(len(c), dtype=bool)
+    student_c = np.where(off, round_scores(c_bits, c_bits, weights["round_weights"]), -1e9)
+    teacher_c = np.exp(_log_softmax(np.where(off, c @ c.T / model.temperature, -1e9)))
+    corpus_loss = -np.mean((teacher_c * _log_softmax(student_c / model.temperature)).sum(1))
+    mse = np.mean(np.sum(np.concatenate([q - q_rec, d - d_rec, c - c_rec]) ** 2, axis=1))
+    loss, metrics = model.loss(params, batch, jax.random.key(0))
+    np.testing.assert_allclose(float(metrics["contrastive_loss"]), ce, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["distill_loss"]), distill, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["corpus_distill_loss"]), corpus_loss, rtol=1e-4)
+    np.testing.assert_allclose(float(loss), ce + 0.5 * mse + 2.0 * distill + 3.0 * corpus_loss,
+                               rtol=1e-4)
