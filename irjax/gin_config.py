@@ -62,8 +62,8 @@ def register_all() -> None:
     from irjax.data import fewshot_prompts
     from irjax.decoding import lm_query_generation
     from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, generate_queries,
-                            pair_data, train_dsi, train_dual_encoder, train_multi_vector,
-                            train_query_generator)
+                            pair_data, train_bebr, train_dsi, train_dual_encoder, train_jpq,
+                            train_multi_vector, train_query_generator)
     from irjax.training import optimizer, trainer_config
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
@@ -94,6 +94,8 @@ def register_all() -> None:
     # `gemma/gguf_path.name = 'gemma3-270m'` (tools/fetch_weights.py fills the cache).
     gin.external_configurable(weights_dir.weights_dir, "weights_dir")
     gin.external_configurable(weights_dir.gguf_path, "gguf_path")
+    gin.external_configurable(train_jpq.train_jpq, "train_jpq")
+    gin.external_configurable(train_bebr.train_bebr, "train_bebr")
     _REGISTERED = True
 
 

@@ -425,7 +425,8 @@ _REGISTRY: dict[str, type[Index]] = {}
 _BUILTIN_MODULES = {"exact": "irjax.index.exact", "scann": "irjax.index.scann_index",
                     "faiss": "irjax.index.faiss_index",
                     "scann_sharded": "irjax.index.sharded_scann",
-                    "compressed": "irjax.index.compressed"}
+                    "compressed": "irjax.index.compressed",
+                    "pq_codes": "irjax.index.pq_codes", "bebr": "irjax.index.bebr_index"}
 
 
 def register_index(cls: type[Index]) -> type[Index]:
@@ -454,8 +455,8 @@ def index_class(kind: str) -> type[Index]:
 
 
 def create_index(kind: str, **options: Any) -> Index:
-    """An unbuilt index of the given kind ('exact', 'scann', 'faiss', 'scann_sharded' or
-    'compressed')."""
+    """An unbuilt index of the given kind ('exact', 'scann', 'faiss', 'scann_sharded',
+    'compressed', 'pq_codes' or 'bebr')."""
     cls = index_class(kind)
     signature = inspect.signature(cls)
     try:
