@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from irjax.index.base import Index, IndexIntegrityError, register_index
-from irjax.index.compressed import _top_k, _top_k_rows, hamming_distances
+from irjax.index.compressed import hamming_distances, top_k_with_rerank
 
 BITS_NAME, BINARIZER_NAME, VECTORS_NAME = "bits.npy", "binarizer.npz", "vectors.npy"
 BINARIZER_KEYS = ("enc_w", "enc_b", "dec_w", "dec_b", "round_weights")
@@ -127,12 +127,7 @@ class BEBRIndex(Index):
         assert self._bits is not None
         query_bits, _ = binarize(queries, weights)
         scores = round_scores(query_bits, self._bits, weights["round_weights"])
-        if self.rerank is None:
-            return _top_k(scores, k)
-        assert self._vectors is not None
-        _, candidates = _top_k(scores, max(k, min(self.rerank, scores.shape[1])))
-        exact = np.einsum("qd,qnd->qn", queries, self._vectors[candidates])
-        return _top_k_rows(exact, candidates, k)
+        return top_k_with_rerank(scores, queries, self._vectors, self.rerank, k)
 
     def _save_data(self, directory: Path) -> None:
         assert self._bits is not None

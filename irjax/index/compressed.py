@@ -44,13 +44,13 @@ def pack_signs(vectors: np.ndarray) -> np.ndarray:
     return np.packbits(vectors > 0, axis=1)
 
 
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows sorted by descending score, ties to the lower row (as ExactIndex)."""
     n = scores.shape[1]
     k = min(k, n)
     part = (np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n
             else np.tile(np.arange(n), (len(scores), 1)))
-    return _top_k_rows(np.take_along_axis(scores, part, axis=1), part, k)
+    return top_k_of_candidates(np.take_along_axis(scores, part, axis=1), part, k)
 
 
 @register_index
@@ -130,13 +130,7 @@ class CompressedIndex(Index):
         return distances
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = self._code_scores(queries)
-        if self.rerank is None:
-            return _top_k(scores, k)
-        assert self._vectors is not None
-        _, candidates = _top_k(scores, max(k, min(self.rerank, scores.shape[1])))
-        exact = np.einsum("qd,qnd->qn", queries, self._vectors[candidates])
-        return _top_k_rows(exact, candidates, k)
+        return top_k_with_rerank(self._code_scores(queries), queries, self._vectors, self.rerank, k)
 
     def _save_data(self, directory: Path) -> None:
         assert self._codes is not None
@@ -167,7 +161,19 @@ class CompressedIndex(Index):
         return len(self._codes), int(dim)
 
 
-def _top_k_rows(scores: np.ndarray, candidates: np.ndarray, k: int
+def top_k_with_rerank(code_scores: np.ndarray, queries: np.ndarray, vectors: np.ndarray | None,
+                      rerank: int | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top k by the codes' scores or, with `rerank`, the best `rerank` by the codes rescored with the
+    float32 `vectors` (shared by every code index that keeps the vectors for a rerank)."""
+    if rerank is None:
+        return top_k_rows(code_scores, k)
+    assert vectors is not None
+    _, candidates = top_k_rows(code_scores, max(k, min(rerank, code_scores.shape[1])))
+    exact = np.einsum("qd,qnd->qn", queries, vectors[candidates])
+    return top_k_of_candidates(exact, candidates, k)
+
+
+def top_k_of_candidates(scores: np.ndarray, candidates: np.ndarray, k: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Top k of reranked candidate scores, as corpus rows, ties to the lower corpus row."""
     order = np.lexsort((candidates, -scores), axis=1)[:, :k]

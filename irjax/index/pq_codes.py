@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from irjax.index.base import Index, IndexIntegrityError, register_index, validate_ids
-from irjax.index.compressed import _top_k
+from irjax.index.compressed import top_k_rows
 
 CENTROIDS_NAME, CODES_NAME = "centroids.npy", "codes.npy"
 CODEBOOK_SIZE = 256  # one byte per sub-space
@@ -131,7 +131,7 @@ class PQCodesIndex(Index):
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.centroids is not None and self.codes is not None
-        return _top_k(adc_scores(queries, self.centroids, self.codes), k)
+        return top_k_rows(adc_scores(queries, self.centroids, self.codes), k)
 
     def _save_data(self, directory: Path) -> None:
         assert self.centroids is not None and self.codes is not None
