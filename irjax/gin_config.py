@@ -58,7 +58,7 @@ def register_all() -> None:
     from irjax.evaluation import evaluate
     from irjax.index import base as index_base
     from irjax.models import dual_encoder, efficiency, weights_dir
-    from irjax.retrieval import bm25, dense
+    from irjax.retrieval import bm25, dense, embedding_gemma_retriever
     from irjax.data import fewshot_prompts
     from irjax.decoding import lm_query_generation
     from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, generate_queries,
@@ -71,6 +71,8 @@ def register_all() -> None:
     gin.external_configurable(bm25.BM25Retriever, "BM25Retriever")
     gin.external_configurable(bm25.SparseRetriever, "SparseRetriever")
     gin.external_configurable(dense.DenseRetriever, "DenseRetriever")
+    gin.external_configurable(embedding_gemma_retriever.embedding_gemma_retriever,
+                              "embedding_gemma_retriever")
     gin.external_configurable(dual_encoder.TextEncoder.from_pretrained, "pretrained_encoder")
     gin.external_configurable(index_base.create_index, "create_index")
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")

@@ -54,13 +54,17 @@ class EmbeddingGemma:
         tok.no_truncation()
         return tok
 
-    def tokenize(self, texts: Sequence[str], prompt: str) -> list[list[int]]:
-        """Ids of prompt + text with the tokenizer's BOS/EOS, cut to max_seq_length (as
-        sentence-transformers truncates)."""
+    def tokenize(self, texts: Sequence[str], prompt: str,
+                 max_length: int | None = None) -> list[list[int]]:
+        """Ids of prompt + text with the tokenizer's BOS/EOS, at most `max_length` (default
+        max_seq_length) of them. A longer sequence keeps its final EOS, as sentence-transformers'
+        truncation does (it cuts the text and then adds the special tokens)."""
         if isinstance(texts, str):
             raise TypeError("pass a list of texts, not one string")
+        limit = self.max_seq_length if max_length is None else max_length
         encodings = self.tokenizer.encode_batch([prompt + t for t in texts])
-        return [e.ids[:self.max_seq_length] for e in encodings]
+        return [e.ids if len(e.ids) <= limit else e.ids[:limit - 1] + e.ids[-1:]
+                for e in encodings]
 
     def embed_ids(self, sequences: Sequence[Sequence[int]], batch_size: int = 16) -> np.ndarray:
         """Unit-length float32 embeddings [N, 768] of token id sequences."""
@@ -90,12 +94,14 @@ def _embed(model: DecoderLM, params: Any, dense: tuple[jax.Array, ...], ids: jax
     return pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
 
 
-def truncate(embeddings: np.ndarray, dim: int | None) -> np.ndarray:
-    """The first `dim` dimensions, normalised again (Matryoshka); None keeps them all."""
+def truncate(embeddings: np.ndarray, dim: int | None,
+             trained_dims: Sequence[int] = MATRYOSHKA_DIMS) -> np.ndarray:
+    """The first `dim` dimensions, normalised again (Matryoshka); None keeps them all. Only the
+    prefixes the model was trained to use alone (`trained_dims`) are allowed."""
     if dim is None:
         return embeddings
-    if dim not in MATRYOSHKA_DIMS:
-        raise ValueError(f"dim={dim}: EmbeddingGemma is trained for {MATRYOSHKA_DIMS}")
+    if dim not in trained_dims:
+        raise ValueError(f"dim={dim}: EmbeddingGemma is trained for {tuple(trained_dims)}")
     head = embeddings[:, :dim]
     return head / np.maximum(np.linalg.norm(head, axis=-1, keepdims=True), 1e-12)
 

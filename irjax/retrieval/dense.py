@@ -38,7 +38,13 @@ class DenseRetriever:
     """Encodes the corpus (embedding shards cached on disk), indexes it shard by shard, encodes
     queries, searches and merges.
 
-    `encoder` embeds documents (and queries, unless a separate `query_encoder` is given).
+    `encoder` embeds documents (and queries, unless a separate `query_encoder` is given): any
+    object with the text-encoder contract of `TextEncoder` (name, dim, max_length, batch_size,
+    bucket_multiple, micro_batch_tokens, params, encode_batch, tokenizer.pad_id/tokenize,
+    fingerprint), e.g. MiniLM's `TextEncoder` or `EmbeddingGemmaEncoder`.
+    `dim` (Matryoshka encoders only, which offer `truncate(vectors, dim)`) indexes and searches
+    the first `dim` dimensions of every vector, renormalised; the cached corpus shards keep the
+    full width, so one corpus encoding serves every `dim`.
     `shard_size` documents make one embedding shard and one index shard; `dtype` is how the
     shards store vectors (float32, float16 or int8; the index is built from the decoded
     float32). `cache_dir` holds the shards, keyed by model, corpus and storage settings
@@ -68,6 +74,7 @@ class DenseRetriever:
         per_device_batch: int | None = None,
         embeddings: str | None = None,
         index_parts: int | None = None,
+        dim: int | None = None,
     ):
         check_choice("DenseRetriever.index", index, available_kinds())
         try:  # constructing an unbuilt index is cheap and checks its options now, not later
@@ -80,11 +87,17 @@ class DenseRetriever:
             raise ValueError(f"DenseRetriever.shard_size must be >= 1, got {shard_size}")
         self.encoder = encoder
         self.query_encoder = query_encoder or encoder  # separate towers: a different query encoder
+        if dim is not None:
+            if not all(hasattr(e, "truncate") for e in (self.encoder, self.query_encoder)):
+                raise ValueError(f"DenseRetriever.dim={dim}: {encoder.name} is not a Matryoshka "
+                                 "encoder (it has no truncate); leave dim unset")
+            self.encoder.truncate(np.zeros((1, self.encoder.dim), np.float32), dim)  # checks dim
+        self.dim = dim
         self.index_kind = index
         self.index_options = dict(index_options or {})
         self.cache_dir = cache_dir
         self.save_index_to = save_index_to
-        self.name = name or f"{encoder.name}+{index}"
+        self.name = name or f"{encoder.name}{'' if dim is None else f'@{dim}'}+{index}"
         self.shard_size, self.dtype = shard_size, dtype
         self.per_device_batch = per_device_batch or encoder.batch_size
         self.embeddings = embeddings
@@ -130,12 +143,17 @@ class DenseRetriever:
 
     def encode_corpus(self, collection: Collection) -> np.ndarray:
         """float32 [num_documents, dim] corpus vectors (decoded from the shards)."""
-        return self.corpus_shards(collection).matrix()
+        return self._truncate(self.corpus_shards(collection).matrix())
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """float32 [len(texts), dim]: each process encodes its share, all get every vector."""
         share = texts[my_share(len(texts))]
-        return gather_rows(encode_texts(self._query_encoder, share, self.query_encoder.dim))
+        return self._truncate(gather_rows(encode_texts(self._query_encoder, share,
+                                                       self.query_encoder.dim)))
+
+    def _truncate(self, vectors: np.ndarray) -> np.ndarray:
+        """The vectors as indexed and searched: the Matryoshka prefix when `dim` is set."""
+        return vectors if self.dim is None else self.encoder.truncate(vectors, self.dim)
 
     def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
         start = time.perf_counter()
@@ -145,7 +163,8 @@ class DenseRetriever:
         log.info("building %s index shards over %d vectors", self.index_kind,
                  shards.layout.count)
         index = build_local_index(shards, collection.doc_ids, self.index_kind,
-                                  self.index_options, self.save_index_to, self.index_parts)
+                                  self.index_options, self.save_index_to, self.index_parts,
+                                  transform=None if self.dim is None else self._truncate)
         self.timings["index_build_s"] = time.perf_counter() - start
         texts = list(queries.values())
         if self.warm_queries:  # compiles every length bucket, so the timing below is query time

@@ -70,12 +70,15 @@ def encode_corpus_shards(collection: Collection, encoder: MeshEncoder, directory
 
 def build_local_index(shards: EmbeddingShards, doc_ids: Sequence[str], kind: str,
                       options: dict[str, Any], save_to: str | os.PathLike | None = None,
-                      parts_per_process: int | None = None) -> ShardedIndex:
+                      parts_per_process: int | None = None,
+                      transform: Callable[[np.ndarray], np.ndarray] | None = None
+                      ) -> ShardedIndex:
     """An index over the corpus rows whose embedding shards this process owns (only the first
     len(doc_ids) rows), in `parts_per_process` parts of consecutive owned shards (None: one part
     per shard, the same parts on any number of processes); saved under
     `save_to` (a folder per part; process 0 lists every process's parts in shards.json once all
-    have saved). Part numbers are global (parts_of)."""
+    have saved). Part numbers are global (parts_of). `transform` maps each part's decoded
+    vectors to the ones indexed (a Matryoshka prefix, for instance)."""
     index = ShardedIndex(kind, **options)
     layout, limit = shards.layout, len(doc_ids)
     process, count = jax.process_index(), jax.process_count()
@@ -98,6 +101,8 @@ def build_local_index(shards: EmbeddingShards, doc_ids: Sequence[str], kind: str
         for shard, taken in _shard_slices(layout, rows):
             vectors[at:at + len(taken)] = shards.load(shard)[:len(taken)]
             at += len(taken)
+        if transform is not None:
+            vectors = transform(vectors)
         index.add(part, rows, vectors, [doc_ids[int(r)] for r in rows])
         del vectors
     if save_to is not None:
