@@ -38,7 +38,7 @@ def write_checkpoint(root):
 
 @pytest.mark.parametrize("config,overrides", [
     ("gin/train/splade_scifact.gin", ["train_splade.index = 'seismic'"]),
-    ("gin/train/splade_inference_free_scifact.gin", []),
+    ("gin/train/splade_inference_free_scifact.gin", ["train_splade.evaluate_zero_shot = True"]),
 ])
 def test_splade_configs_train_and_write_metrics(tmp_path, monkeypatch, config, overrides):
     monkeypatch.setenv("IRJAX_CACHE_DIR", str(tmp_path / "cache"))
@@ -63,6 +63,7 @@ def test_splade_configs_train_and_write_metrics(tmp_path, monkeypatch, config, o
     # the quadratic warm-up of lambda over 2 steps: batches 0, 1, 2 -> 0, 1/4, 1 of the peak
     peak = steps[-1]["lambda_d"]
     assert [row["lambda_d"] / peak for row in steps] == pytest.approx([0.0, 0.25, 1.0])
+    assert list((tmp_path / "cache" / "splade_corpus").glob("*.npz"))  # corpus vectors kept
     if metrics["query_side"] == "idf":
         assert metrics["postings_per_query"] <= 8  # distinct query tokens, no expansion
         assert (workdir / "zero_shot" / "metrics.json").exists()
