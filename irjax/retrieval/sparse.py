@@ -25,7 +25,8 @@ from irjax.data.runs import Run
 from irjax.data.tokenization import WordPieceTokenizer, pad_sequences
 from irjax.files import cache_root
 from irjax.index.base import ids_checksum
-from irjax.index.sparse import SparseIndex, sparse_index_class
+from irjax.choices import check_choice
+from irjax.index.sparse import SPARSE_INDEXES, SparseIndex, sparse_index_class
 from irjax.models.splade import SpladeEncoder
 from irjax.models.splade_training import QUERY_SIDES
 from irjax.parallel.fingerprint import params_digest
@@ -183,6 +184,8 @@ def pretrained_splade_retriever(weights: str = "splade-tiny", query_side: str = 
     $IRJAX_WEIGHTS_DIR (irjax/models/splade_import.py; `tools/fetch_weights.py` installs it)."""
     from irjax.models.splade_import import find_weights, load_splade_params
 
+    check_choice("splade_retriever.query_side", query_side, QUERY_SIDES)
+    check_choice("splade_retriever.index", index, SPARSE_INDEXES)
     directory = find_weights(weights)
     config, params = load_splade_params(directory)
     return SpladeRetriever(SpladeEncoder(config), params, WordPieceTokenizer(directory),
