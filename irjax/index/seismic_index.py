@@ -109,8 +109,12 @@ class SeismicSparseIndex(SparseIndex):
             [rows[i].data.astype(np.float32) for i in nonempty],
             k=k, query_cut=self.query_cut, heap_factor=self.heap_factor,
             num_threads=self.num_threads)
-        for i, hits in zip(nonempty, results):
-            hits = [(int(doc), float(score)) for _, score, doc in hits if score > 0]
+        by_query: dict[int, list[tuple[int, float]]] = {i: [] for i in nonempty}
+        for hits in results:  # batch_search answers in no particular query order: key by query id
+            for query, score, doc in hits:
+                if score > 0:
+                    by_query[int(query)].append((int(doc), float(score)))
+        for i, hits in by_query.items():
             hits.sort(key=lambda h: (-h[1], h[0]))
             indices[i] = np.array([h[0] for h in hits], np.int64)
             scores[i] = np.array([h[1] for h in hits], np.float32)
