@@ -58,12 +58,12 @@ def register_all() -> None:
     from irjax.evaluation import evaluate
     from irjax.index import base as index_base
     from irjax.models import dual_encoder, efficiency, weights_dir
-    from irjax.retrieval import bm25, dense, embedding_gemma_retriever
+    from irjax.retrieval import bm25, dense, embedding_gemma_retriever, sparse
     from irjax.data import fewshot_prompts
     from irjax.decoding import lm_query_generation
     from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, generate_queries,
                             pair_data, train_bebr, train_dsi, train_dual_encoder, train_jpq,
-                            train_multi_vector, train_query_generator)
+                            train_multi_vector, train_query_generator, train_splade)
     from irjax.training import optimizer, trainer_config
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
@@ -73,9 +73,11 @@ def register_all() -> None:
     gin.external_configurable(dense.DenseRetriever, "DenseRetriever")
     gin.external_configurable(embedding_gemma_retriever.embedding_gemma_retriever,
                               "embedding_gemma_retriever")
+    gin.external_configurable(sparse.pretrained_splade_retriever, "splade_retriever")
     gin.external_configurable(dual_encoder.TextEncoder.from_pretrained, "pretrained_encoder")
     gin.external_configurable(index_base.create_index, "create_index")
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")
+    gin.external_configurable(train_splade.train_splade, "train_splade")
     gin.external_configurable(encode_corpus.encode_corpus, "encode_corpus")
     gin.external_configurable(trainer_config.TrainerConfig, "TrainerConfig")
     gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")

@@ -84,6 +84,10 @@ def test_typed_bindings_accept_what_the_configs_use():
     ("gin/train/dsi_scifact.gin", "train_dsi.t5_preset = 'huge'", "train_dsi.t5_preset='huge'"),
     ("gin/train/dsi_continual_scifact.gin", "continual_dsi.docid_scheme = 'x'",
      "continual_dsi.docid_scheme='x' is not a valid choice"),
+    ("gin/train/splade_scifact.gin", "train_splade.query_side = 'bm25'",
+     "train_splade.query_side='bm25' is not a valid choice; choose one of ['splade', 'idf']"),
+    ("gin/eval/splade_tiny.gin", "INDEX = 'lucene'",
+     "splade_retriever.index='lucene' is not a valid choice; choose one of ['exact', 'seismic']"),
     ("gin/train/qg_scifact.gin", "QuerySampling.num_queries_per_doc = 0",
      "QuerySampling.num_queries_per_doc=0 must be >= 1"),
 ])

@@ -14,7 +14,9 @@ from irjax.choices import check_choices
 from irjax.data.docids import SCHEMES
 from irjax.models.dual_encoder_training import NEGATIVES
 from irjax.models.dual_encoder_training import OBJECTIVES as DUAL_ENCODER_OBJECTIVES
+from irjax.index.sparse import SPARSE_INDEXES
 from irjax.models.multi_vector import OBJECTIVES as MULTI_VECTOR_OBJECTIVES
+from irjax.models.splade_training import QUERY_SIDES
 from irjax.models.t5 import PRESETS
 from irjax.retrieval.multi_vector import MODES as MAXSIM_MODES
 
@@ -24,6 +26,7 @@ JOB_CHOICES: Mapping[str, Mapping[str, Iterable[Any]]] = {
     "train_dsi": {"docid_scheme": sorted(SCHEMES), "t5_preset": sorted(PRESETS)},
     "continual_dsi": {"docid_scheme": sorted(SCHEMES), "t5_preset": sorted(PRESETS)},
     "train_query_generator": {"t5_preset": sorted(PRESETS)},
+    "train_splade": {"query_side": QUERY_SIDES, "index": SPARSE_INDEXES},
 }
 
 
