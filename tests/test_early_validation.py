@@ -62,8 +62,8 @@ def test_typed_bindings_accept_what_the_configs_use():
 
 @pytest.mark.parametrize("gin_file, binding, message", [
     ("gin/eval/minilm.gin", "INDEX = 'nonsense'",
-     "DenseRetriever.index='nonsense' is not a valid choice; choose one of ['compressed', 'exact', "
-     "'faiss', 'scann', 'scann_sharded']"),
+     "DenseRetriever.index='nonsense' is not a valid choice; choose one of ['bebr', 'compressed', "
+     "'exact', 'faiss', 'pq_codes', 'scann', 'scann_sharded']"),
     ("gin/eval/minilm.gin", "DenseRetriever.index_options = {'mode': 'fast'}",
      "DenseRetriever.index_options={'mode': 'fast'} for a 'scann' index: unknown ScaNN mode"),
     ("gin/eval/bm25.gin", "BM25Retriever.method = 'okapi'", "unknown BM25 method 'okapi'"),
