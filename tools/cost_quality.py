@@ -2,7 +2,7 @@
 table, per collection, with the Pareto plot.
 
     python tools/cost_quality.py --out workdir/cost_quality [--datasets scifact:test,nfcorpus:dev]
-        [--threads 2] [--smoke] [--learned workdir/jpq_scifact workdir/bebr_scifact ...]
+        [--threads 2] [--smoke] [--learned [LABEL=]WORKDIR ...]
 
 The corpus and the judged queries are encoded once by MiniLM (irjax's DenseRetriever, embedding
 shards cached), and every representation is built over the same vectors: exact float32 search,
@@ -120,10 +120,13 @@ def study(dataset: str, split: str, smoke: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def learned_row(workdir: Path) -> dict[str, Any]:
-    """One table row from a trained representation's WORKDIR/metrics.json (module docstring)."""
+def learned_row(spec: str) -> dict[str, Any]:
+    """One table row from a trained representation's WORKDIR/metrics.json (module docstring);
+    `spec` is WORKDIR or LABEL=WORKDIR (the label names the row instead of the model name)."""
     import json
 
+    label, _, location = spec.rpartition("=")
+    workdir = Path(location)
     path = workdir / "metrics.json"
     if not path.is_file():
         raise SystemExit(f"{path}: no metrics.json; run the representation's config first "
@@ -138,13 +141,19 @@ def learned_row(workdir: Path) -> dict[str, Any]:
     search_s = timings.get("search_s") or timings.get("score_s")
     encode_s = timings.get("query_encoding_s", timings.get("encode_queries_s"))
     return {"dataset": f"{record['dataset']}/{record['split']}",
-            "representation": record.get("representation", record.get("model", workdir.name)),
+            "representation": label or _row_name(record, workdir),
             "bytes_per_doc": record["bytes_per_doc"], "disk_bytes_per_doc": None,
             "build_s": timings.get("index_build_s", timings.get("build_index_s")),
             "queries_per_s": record["num_queries"] / search_s if search_s else None,
             "query_encode_ms": 1000 * encode_s / record["num_queries"] if encode_s is not None
             else None,
             **{m: record["metrics"][m] for m in MEASURES}}
+
+
+def _row_name(record: dict[str, Any], workdir: Path) -> str:
+    name = record.get("model", workdir.name)
+    index = record.get("index")
+    return f"{name} ({index})" if isinstance(index, str) and index not in name else name
 
 
 def _smoke_subset(collection: Any, queries: dict[str, str]) -> Any:
@@ -211,7 +220,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, len(os.sched_getaffinity(0))))
     parser.add_argument("--smoke", action="store_true",
                         help="5 queries and ~300 documents of the first dataset")
-    parser.add_argument("--learned", nargs="*", type=Path, default=[],
+    parser.add_argument("--learned", nargs="*", default=[], metavar="[LABEL=]WORKDIR",
                         help="workdirs of trained representations (JPQ, BEBR, SPLADE, ColBERTer)")
     args = parser.parse_args()
     learned = [learned_row(w) for w in args.learned]  # bad workdirs fail before any encoding

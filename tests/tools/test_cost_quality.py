@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _learned_workdir(tmp_path: Path) -> Path:
     """A trained representation's workdir as its job writes it (the fields learned_row reads)."""
     workdir = tmp_path / "jpq_run"
-    workdir.mkdir()
+    workdir.mkdir(parents=True)
     (workdir / "metrics.json").write_text(json.dumps({
         "metrics": {"nDCG@10": 0.61, "R@10": 0.8, "R@100": 0.9, "RR@10": 0.5},
         "dataset": "scifact", "split": "test", "model": "minilm-jpq+pq48", "num_queries": 5,
@@ -30,7 +30,8 @@ def test_cost_quality_smoke(tmp_path):
         pytest.skip(f"SciFact not found under {data}")
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "IRJAX_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "tools/cost_quality.py", "--smoke", "--out",
-                           str(tmp_path / "out"), "--learned", str(_learned_workdir(tmp_path))],
+                           str(tmp_path / "out"), "--learned", str(_learned_workdir(tmp_path)),
+                           f"JPQ labelled={_learned_workdir(tmp_path / 'again')}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = {r["representation"]: r for r in csv.DictReader(open(tmp_path / "out" / "cost_quality.csv"))}
@@ -46,6 +47,7 @@ def test_cost_quality_smoke(tmp_path):
     assert (float(jpq["bytes_per_doc"]), float(jpq["nDCG@10"])) == (48, 0.61)
     assert float(jpq["queries_per_s"]) == 10 and float(jpq["query_encode_ms"]) == 2
     assert float(rows["exact float32"]["query_encode_ms"]) > 0
+    assert rows["JPQ labelled"]["nDCG@10"] == jpq["nDCG@10"]  # LABEL=WORKDIR names the row
 
 
 def test_cost_quality_rejects_a_workdir_without_bytes_per_doc(tmp_path):
