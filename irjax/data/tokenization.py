@@ -94,6 +94,21 @@ class WordPieceTokenizer:
         self.pad_id = self._special_id("[PAD]")
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
+    @property
+    def continuation_ids(self) -> tuple[int, ...]:
+        """Ids of the pieces that continue the previous word (WordPiece writes them `##...`).
+
+        This is what whole-word pooling needs: a token's word starts at the last piece that is
+        not a continuation, so word ids follow from the token ids alone, on the device, without
+        carrying per-token word ids through the data pipeline."""
+        vocab = self._tok.get_vocab(with_added_tokens=True)
+        return tuple(sorted(int(i) for piece, i in vocab.items() if piece.startswith("##")))
+
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        """[CLS], [SEP] and [PAD]: tokens that belong to no word."""
+        return tuple(sorted({self.cls_id, self.sep_id, self.pad_id}))
+
     def _special_id(self, token: str) -> int:
         token_id = self._tok.token_to_id(token)
         if token_id is None:

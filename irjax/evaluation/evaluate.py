@@ -59,7 +59,8 @@ def evaluate_on_collection(
         "timings": {k: round(v, 2) for k, v in getattr(retriever, "timings", {}).items()},
         "load_report": collection.report.counts,
     }
-    record.update(getattr(retriever, "index_stats", {}))  # e.g. a sparse index's bytes_per_doc
+    # Retrievers that own an index report its size (bytes_per_doc, ...) beside the metrics.
+    record.update(getattr(retriever, "index_stats", dict)())
     if writes:
         atomic_write_text(workdir / "metrics.json", json.dumps(record, indent=2) + "\n")
     log.info("%s", json.dumps(record["metrics"]))

@@ -16,13 +16,15 @@ from irjax.models.dual_encoder_training import NEGATIVES
 from irjax.models.dual_encoder_training import OBJECTIVES as DUAL_ENCODER_OBJECTIVES
 from irjax.index.sparse import SPARSE_INDEXES
 from irjax.models.multi_vector import OBJECTIVES as MULTI_VECTOR_OBJECTIVES
+from irjax.models.multi_vector import POOLINGS as MULTI_VECTOR_POOLINGS
 from irjax.models.splade_training import QUERY_SIDES
 from irjax.models.t5 import PRESETS
 from irjax.retrieval.multi_vector import MODES as MAXSIM_MODES
 
 JOB_CHOICES: Mapping[str, Mapping[str, Iterable[Any]]] = {
     "train_dual_encoder": {"objective": DUAL_ENCODER_OBJECTIVES, "negatives": NEGATIVES},
-    "train_multi_vector": {"objective": MULTI_VECTOR_OBJECTIVES, "eval_mode": MAXSIM_MODES},
+    "train_multi_vector": {"objective": MULTI_VECTOR_OBJECTIVES, "eval_mode": MAXSIM_MODES,
+                           "pooling": MULTI_VECTOR_POOLINGS},
     "train_dsi": {"docid_scheme": sorted(SCHEMES), "t5_preset": sorted(PRESETS)},
     "continual_dsi": {"docid_scheme": sorted(SCHEMES), "t5_preset": sorted(PRESETS)},
     "train_query_generator": {"t5_preset": sorted(PRESETS)},

@@ -59,6 +59,13 @@ def train_multi_vector(
     study_options: dict[str, Any] | None = None,
     pretrained: str | None = None,
     data_dir: str | None = None,
+    pooling: str = "token",
+    gate: bool = False,
+    gate_l1: float = 0.0,
+    gate_scale: float = 1000.0,
+    gate_threshold: float = 0.0,
+    gate_thresholds: tuple[float, ...] = (),
+    gate_drop_fractions: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Fine-tunes MiniLM + a token projection with the XTR (or ColBERT) objective, then
     evaluates on `eval_split` with exhaustive token retrieval.
@@ -66,9 +73,26 @@ def train_multi_vector(
     With `study`, every inference path (exhaustive MaxSim, XTR through a ScaNN token index,
     MaxSim over XTR's candidates, MUVERA) is also evaluated on the same corpus encoding and
     reported in WORKDIR/paths/study.{json,md} (`irjax.evaluation.multi_vector_study`);
-    `study_options` are passed on to `study_multi_vector`. Rerunning on a finished workdir
+    `study_options` are passed on to `study_multi_vector`. ColBERTer's reductions:
+    `pooling='word'` (one vector per whole word) and `gate` (a learned keep/drop gate per
+    document vector, `gate_l1` the weight of its L1 penalty; see `MultiVectorModel`);
+    metrics.json then also holds vectors and bytes per document, and each of
+    `gate_thresholds` evaluates the same encoding with only the document vectors whose gate
+    exceeds it kept, into WORKDIR/gate_threshold_<t>/ (size against quality); each of
+    `gate_drop_fractions` likewise with the threshold that drops that fraction of the stored
+    vectors (the lowest gates), into WORKDIR/gate_drop_<fraction>/. Rerunning on a finished workdir
     restores the last checkpoint and only evaluates."""
-    check_job_choices("train_multi_vector", objective=objective, eval_mode=eval_mode)
+    check_job_choices("train_multi_vector", objective=objective, eval_mode=eval_mode,
+                      pooling=pooling)
+    if (gate_thresholds or gate_drop_fractions) and not gate:
+        raise ValueError("train_multi_vector.gate_thresholds / gate_drop_fractions prune by the "
+                         "learned gate: set train_multi_vector.gate = True or leave them empty")
+    if any(t < gate_threshold for t in gate_thresholds):
+        raise ValueError(f"train_multi_vector.gate_thresholds={gate_thresholds} must be >= "
+                         f"gate_threshold={gate_threshold} (lower gates are never stored)")
+    if any(not 0 < f < 1 for f in gate_drop_fractions):
+        raise ValueError(f"train_multi_vector.gate_drop_fractions={gate_drop_fractions} must lie "
+                         "in (0, 1): the share of stored document vectors to drop")
     workdir_path = Path(workdir)
     checkpoint = load_checkpoint(pretrained)
     config = BertConfig.from_json(checkpoint.config_path)
@@ -81,8 +105,12 @@ def train_multi_vector(
 
     skip_ids = punctuation_ids(tokenizer) if skip_punctuation else ()
     model = MultiVectorModel(config, dim=dim, objective=objective, k_train=k_train,
-                             temperature=temperature, doc_skip_ids=skip_ids)
-    name = f"{checkpoint.name}-{objective}"
+                             temperature=temperature, doc_skip_ids=skip_ids, pooling=pooling,
+                             continuation_ids=tokenizer.continuation_ids,
+                             special_ids=tokenizer.special_ids, gate=gate, gate_l1=gate_l1,
+                             gate_scale=gate_scale, gate_threshold=gate_threshold)
+    name = f"{checkpoint.name}-{objective}" + ("-words" if pooling == "word" else "") + (
+        "-gated" if gate else "")
 
     def retriever_for(params: Any) -> MaxSimRetriever:
         return MaxSimRetriever(model, params, tokenizer,
@@ -108,12 +136,20 @@ def train_multi_vector(
                                               workdir_path / "zero_shot_dense"))
     retriever = retriever_for(result.params)
     records.append(evaluate_on_collection(evaluation, retriever, workdir_path))
+    final = records[-1]
+    pruned = [(t, f"gate_threshold_{t:g}") for t in gate_thresholds] + [
+        (retriever.gate_quantile(evaluation, f), f"gate_drop_{f:g}") for f in gate_drop_fractions]
+    for threshold, folder in pruned:   # each shares the retriever's corpus encoding
+        records.append(evaluate_on_collection(evaluation, retriever.pruned(threshold),
+                                              workdir_path / folder))
     if study:  # shares the retriever's corpus encoding
         study_multi_vector(evaluation, retriever, workdir_path / "paths", k_prime=k_prime,
                            **(study_options or {}))
     write_comparison(workdir_path, records)
     write_training_summary(loop, result, data=data,
                            model={"objective": objective, "k_train": k_train, "dim": dim,
-                                  "temperature": temperature, "skip_punctuation": skip_punctuation},
+                                  "temperature": temperature, "skip_punctuation": skip_punctuation,
+                                  "pooling": pooling, "gate": gate, "gate_l1": gate_l1,
+                                  "gate_scale": gate_scale, "gate_threshold": gate_threshold},
                            eval={"mode": eval_mode, "k_prime": k_prime})
-    return records[-1]
+    return final

@@ -12,13 +12,20 @@ each query token keeps only its top-k_train similarities over every document tok
 tokens of the max kept similarity among its tokens, divided by Z, the number of query tokens that
 retrieved at least one of its tokens. A document no query token retrieved scores 0 (Z=0 guard).
 
+ColBERTer's reductions are options of the same model (`irjax.models.word_pooling`):
+`pooling='word'` scores one mean-pooled vector per whole word instead of one per WordPiece token
+(queries and documents; special tokens belong to no word), and `gate=True` multiplies each
+document word's vector by a learned gate >= 0, with `gate_l1` times the mean gate added to the
+loss. A word whose gate is 0 takes no part in scoring, in training as in the index, so removing it
+from the index changes no score.
+
 Top-k selection uses a threshold at the k-th largest similarity (`sim >= kth`), which avoids a
 [.., k, tokens] one-hot; on exact ties at the threshold more than k tokens are kept.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +33,10 @@ from jax import lax
 
 from irjax.models.bert import BertConfig
 from irjax.models.token_encoder import DEFAULT_DIM, TokenEncoderModule, token_mask
+from irjax.models.word_pooling import WordGate, gate_penalty, word_ids
 
 OBJECTIVES = ("xtr", "colbert")
+POOLINGS = ("token", "word")
 _NEG_INF = -1e9
 
 
@@ -98,8 +107,23 @@ class MultiVectorModel:
     doc_skip_ids: tuple[int, ...] = ()   # e.g. punctuation ids, dropped from document tokens
     dropout: bool = True
     dtype: Any = jnp.float32
+    pooling: str = "token"               # 'word': one mean-pooled vector per whole word
+    continuation_ids: tuple[int, ...] = ()  # pieces that continue a word (tokenizer's '##...')
+    special_ids: tuple[int, ...] = ()    # [CLS], [SEP], [PAD]: in no word
+    gate: bool = False                   # learned keep/drop gate per document vector
+    gate_l1: float = 0.0                 # weight of the mean gate (L1) in the loss
+    gate_scale: float = 1000.0           # WordGate.scale: the gate head's speed-up
+    gate_threshold: float = 0.0          # at indexing, vectors with gate <= this are not stored
 
     def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.pooling == "word" and not (self.continuation_ids and self.special_ids):
+            raise ValueError("pooling='word' needs continuation_ids and special_ids from the "
+                             "tokenizer (WordPieceTokenizer.continuation_ids / .special_ids)")
+        if self.gate_l1 < 0 or self.gate_threshold < 0 or self.gate_scale <= 0:
+            raise ValueError(f"gate_l1={self.gate_l1} and gate_threshold={self.gate_threshold} "
+                             f"must be >= 0 and gate_scale={self.gate_scale} > 0")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.temperature <= 0:
@@ -115,7 +139,11 @@ class MultiVectorModel:
     def init_variables(self, rng: jax.Array, batch: Mapping[str, Any]) -> dict[str, Any]:
         ids = jnp.asarray(batch["pos_ids"])[:1]
         mask = jnp.asarray(batch["pos_mask"])[:1]
-        return {"encoder": self.module.init(rng, ids, mask)["params"]}
+        params = {"encoder": self.module.init(rng, ids, mask)["params"]}
+        if self.gate:   # deterministic init (every gate 1), so the rng is not split
+            vectors = jnp.zeros((1, ids.shape[1], self.dim), jnp.float32)
+            params["gate"] = WordGate(self.gate_scale).init(rng, vectors)["params"]
+        return params
 
     def from_pretrained_params(self, bert_params: Any) -> dict[str, Any]:
         """Imported BERT/MiniLM weights placed under the backbone, and nothing else.
@@ -127,7 +155,7 @@ class MultiVectorModel:
 
     def loss(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        scores = self.scores(params, batch, rng)
+        scores, docs = self._scores(params, batch, rng)
         b = scores.shape[0]
         labels = batch["labels"]
         mask = batch["logit_mask"].astype(bool) if "logit_mask" in batch else jnp.ones(scores.shape, bool)
@@ -140,15 +168,47 @@ class MultiVectorModel:
             "positive_score": jnp.mean(scores[jnp.arange(b), labels]),
             "accuracy": jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)),
         }
-        return ce, metrics
+        loss = ce
+        if docs.gates is not None:
+            penalty = gate_penalty(docs.gates, docs.vectors_mask)
+            loss = ce + self.gate_l1 * penalty
+            metrics.update(loss=loss, gate_penalty=penalty, kept_fraction=jnp.sum(docs.keep)
+                           / jnp.maximum(jnp.sum(docs.vectors_mask), 1.0))
+        return loss, metrics
 
     # -- pieces ------------------------------------------------------------------------------
     def encode(self, params: Any, ids: jax.Array, mask: jax.Array,
-               rng: jax.Array | None = None) -> jax.Array:
-        """Unit token vectors [rows, L, dim]; dropout is active when rng is given and dropout on."""
+               rng: jax.Array | None = None, words: jax.Array | None = None) -> jax.Array:
+        """Unit token vectors [rows, L, dim] (word vectors when `words` gives word ids);
+        dropout is active when rng is given and dropout on."""
         train = rng is not None and self.dropout
         return self.module.apply({"params": params["encoder"]}, ids, mask, deterministic=not train,
-                                 rngs={"dropout": rng} if train else None)
+                                 word_ids=words, rngs={"dropout": rng} if train else None)
+
+    def represent(self, params: Any, ids: jax.Array, mask: jax.Array, skip_ids: Sequence[int] = (),
+                  document: bool = False, rng: jax.Array | None = None,
+                  threshold: float = 0.0) -> "Represented":
+        """The vectors a text is scored with, under the model's pooling and gate.
+
+        Tokens (or words) in `skip_ids` and padding drop out; documents are gated when the
+        model has a gate, and then only vectors with gate > `threshold` are kept (0 in
+        training: exactly the words an index built with the default threshold stores)."""
+        if self.pooling == "word":
+            words = word_ids(ids, token_mask(ids, mask, (*skip_ids, *self.special_ids)),
+                             self.continuation_ids)
+            vectors = self.encode(params, ids, mask, rng, words)
+            length = ids.shape[1]
+            present = (jnp.arange(length)[None, :] <= jnp.max(words, axis=1, keepdims=True))
+            vectors_mask = present.astype(jnp.float32)
+        else:
+            vectors = self.encode(params, ids, mask, rng)
+            vectors_mask = token_mask(ids, mask, skip_ids)
+        if not (self.gate and document):
+            return Represented(vectors, vectors_mask, vectors_mask, None)
+        gates = WordGate(self.gate_scale).apply({"params": params["gate"]}, vectors)
+        keep = vectors_mask * (gates > threshold).astype(jnp.float32)
+        return Represented(vectors * gates[..., None].astype(vectors.dtype), keep, vectors_mask,
+                           gates)
 
     def candidates(self, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """Document ids and masks of the pool: [B positives, then B*n negatives row-major]."""
@@ -162,13 +222,25 @@ class MultiVectorModel:
     def scores(self, params: Any, batch: Mapping[str, jax.Array],
                rng: jax.Array | None = None) -> jax.Array:
         """[B, pool] scores of every query against every candidate under the model's objective."""
+        return self._scores(params, batch, rng)[0]
+
+    def _scores(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array | None
+                ) -> tuple[jax.Array, "Represented"]:
         q_rng, d_rng = jax.random.split(rng) if rng is not None else (None, None)
-        q_ids, q_mask = batch["query_ids"], batch["query_mask"]
         d_ids, d_mask = self.candidates(batch)
-        q = self.encode(params, q_ids, q_mask, q_rng)
-        d = self.encode(params, d_ids, d_mask, d_rng)
-        qm = token_mask(q_ids, q_mask)
-        dm = token_mask(d_ids, d_mask, self.doc_skip_ids)
+        q = self.represent(params, batch["query_ids"], batch["query_mask"], rng=q_rng)
+        d = self.represent(params, d_ids, d_mask, self.doc_skip_ids, document=True, rng=d_rng)
         if self.objective == "xtr":
-            return xtr_scores(q, qm, d, dm, self.k_train)
-        return maxsim_scores(q, qm, d, dm)
+            return xtr_scores(q.vectors, q.keep, d.vectors, d.keep, self.k_train), d
+        return maxsim_scores(q.vectors, q.keep, d.vectors, d.keep), d
+
+
+class Represented(NamedTuple):
+    """`MultiVectorModel.represent`'s output: vectors [b, L, dim] (gated on documents), keep
+    [b, L] (0/1: scored and stored), vectors_mask [b, L] (every real token or word, before the
+    gate) and gates [b, L] (None without a gate)."""
+
+    vectors: jax.Array
+    keep: jax.Array
+    vectors_mask: jax.Array
+    gates: jax.Array | None

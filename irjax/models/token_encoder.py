@@ -21,6 +21,7 @@ from jax import lax
 
 from irjax.models.bert import BertConfig, BertEncoder, DenseGeneral
 from irjax.models.dual_encoder import l2_normalize
+from irjax.models.word_pooling import pool_words
 
 Dtype = Any
 
@@ -44,13 +45,21 @@ class TokenEncoderModule(nn.Module):
 
     @nn.compact
     def __call__(self, ids: jax.Array, mask: jax.Array, token_types: jax.Array | None = None,
-                 deterministic: bool = True) -> jax.Array:
+                 deterministic: bool = True, word_ids: jax.Array | None = None) -> jax.Array:
+        """With `word_ids` ([b, L], -1 = no word; `irjax.models.word_pooling.word_ids`) the
+        projections are mean-pooled per word before normalising: one vector per word, the words
+        a prefix of the L slots. Pooling the projection equals projecting the pooled hidden
+        states (the projection is affine), and normalising after pooling keeps unit vectors."""
         hidden = BertEncoder(self.config, self.dtype, self.param_dtype, self.precision,
                              name="backbone")(ids, mask, token_types, deterministic=deterministic)
         init = nn.initializers.truncated_normal(stddev=self.config.initializer_range)
         proj = DenseGeneral((self.dim,), PROJECTION_AXES, 1, init, self.dtype, self.param_dtype,
                             self.precision, name="projection")(hidden)
         proj = nn.with_logical_constraint(proj, ("batch", "length", "kv"))
+        if word_ids is not None:
+            pooled, words = pool_words(proj, word_ids)
+            # Slots past the last word hold a constant, not zeros: the norm's gradient at 0 is NaN.
+            proj = jnp.where(words[..., None] > 0, pooled, jnp.ones_like(pooled))
         # Normalise in float32: in bf16 the squared norm of 128 components loses precision.
         return l2_normalize(proj.astype(jnp.float32)).astype(self.dtype)
 

@@ -3,7 +3,8 @@
 `evaluate_on_collection` treats every family alike through it (BM25, dense, multi-vector,
 generative), so a new model family only has to supply `retrieve`. `timings` holds seconds per
 stage (corpus encoding, index build, query encoding, search or decoding) of the last call; they
-land in metrics.json.
+land in metrics.json. A retriever that owns a compressed or reduced index may also offer
+`index_stats() -> dict` (bytes_per_doc, vectors or postings per document), merged into metrics.json.
 """
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ likewise before the imputation, so the run equals the one-process run.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import string
@@ -76,8 +77,11 @@ class MaxSimRetriever:
         self.name = name or f"multi-vector+{mode}"
         self.timings: dict[str, float] = {}
         self._params = params
-        self._encoders: dict[tuple[int, tuple[int, ...]], MeshEncoder] = {}
+        self._encoders: dict[tuple[int, tuple[int, ...], bool], MeshEncoder] = {}
         self._corpus_cache: dict[str, list[np.ndarray]] = {}
+        self._corpus_counts: dict[str, np.ndarray] = {}
+        self._last_corpus: str | None = None
+        self._prune_above: float | None = None   # set on `pruned` views only
 
     def local_rows(self, collection: Collection) -> range:
         """This process's contiguous share of the corpus rows (all of them on one process)."""
@@ -92,12 +96,84 @@ class MaxSimRetriever:
         if key not in self._corpus_cache:
             start = time.perf_counter()
             rows = self.local_rows(collection)
+            counts: list[np.ndarray] = []
             self._corpus_cache[key] = self.encode(
                 [d.contents for d in collection.documents[rows.start:rows.stop]],
                 self.doc_max_length, self.doc_skip_ids,
-                progress=f"encoding {collection.name} corpus tokens")
+                progress=f"encoding {collection.name} corpus tokens", document=True,
+                counts=counts)
+            local = np.asarray(counts, np.int64).reshape(-1, 3)
+            self._corpus_counts[key] = (np.concatenate(allgather_arrays(local))
+                                        if jax.process_count() > 1 else local)
             self.timings["encode_corpus_s"] = time.perf_counter() - start
+        self._last_corpus = key
+        if self._prune_above is None:
+            return self._corpus_cache[key]
+        pruned_key = f"{key}/gate>{self._prune_above!r}"
+        if pruned_key not in self._corpus_cache:
+            self._corpus_cache[pruned_key] = [
+                v[np.linalg.norm(v, axis=1) > self._prune_above] for v in self._corpus_cache[key]]
+        return self._corpus_cache[pruned_key]
+
+    def gate_quantile(self, collection: Collection, fraction: float) -> float:
+        """The gate below which `fraction` of the stored document vectors lie (their norms,
+        over every process's documents): the threshold that drops that share of the index."""
+        if not 0 <= fraction < 1:
+            raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+        norms = np.concatenate([np.zeros(0, np.float32)] + [
+            np.linalg.norm(v, axis=1) for v in self.corpus_vectors(collection)])
+        if jax.process_count() > 1:
+            norms = np.concatenate(allgather_arrays(norms))
+        return float(np.quantile(norms, fraction)) if len(norms) else 0.0
+
+    def pruned(self, threshold: float) -> "MaxSimRetriever":
+        """A view of this retriever whose index keeps only document vectors with gate >
+        `threshold`, sharing this retriever's encodings (nothing is encoded twice).
+
+        A gated vector is its gate times a unit vector, so its norm is the gate: a higher
+        threshold than the model's is applied to the stored vectors alone. This is how one
+        trained model gives a curve of index size against quality."""
+        if not self.model.gate:
+            raise ValueError("pruned() needs a model with a gate (MultiVectorModel.gate=True)")
+        if threshold < self.model.gate_threshold:
+            raise ValueError(f"threshold {threshold} is below the model's gate_threshold "
+                             f"{self.model.gate_threshold}: those vectors were never stored")
+        view = copy.copy(self)
+        view._prune_above = float(threshold)
+        view.timings = {}
+        view.name = f"{self.name}@gate>{threshold:g}"
+        return view
+
+    def corpus_vectors_cached(self) -> list[np.ndarray]:
+        """The vectors `corpus_vectors` last returned for this view (its cached encoding)."""
+        key = self._last_corpus
+        if self._prune_above is not None:
+            key = f"{key}/gate>{self._prune_above!r}"
         return self._corpus_cache[key]
+
+    def index_stats(self) -> dict[str, Any]:
+        """Size of the last encoded corpus: mean vectors per document as ColBERT would store them
+        (tokens, punctuation skipped), after word pooling ('words', = tokens without pooling)
+        and after the gate ('kept', what is stored), and the float32 bytes per document of
+        the stored vectors and of the token vectors. {} before any corpus was encoded."""
+        if self._last_corpus is None:
+            return {}
+        counts = self._corpus_counts[self._last_corpus].astype(np.float64)
+        if self._prune_above is not None:   # kept vectors of this view (one process's share)
+            kept = np.asarray([len(v) for v in self.corpus_vectors_cached()], np.float64)
+            if jax.process_count() > 1:
+                kept = np.concatenate(allgather_arrays(kept))
+            counts = np.concatenate([counts[:, :2], kept[:, None]], axis=1)
+        mean = counts.mean(axis=0) if len(counts) else np.zeros(3)
+        per_vector = 4 * self.model.dim
+        return {"bytes_per_doc": float(mean[2] * per_vector),
+                "token_bytes_per_doc": float(mean[0] * per_vector),
+                "vectors_per_doc": {"tokens": float(mean[0]), "words": float(mean[1]),
+                                    "kept": float(mean[2])},
+                "vector_dtype": "float32", "dim": self.model.dim, "pooling": self.model.pooling,
+                "gate": self.model.gate,
+                "gate_threshold": (self.model.gate_threshold if self._prune_above is None
+                                   else self._prune_above)}
 
     def query_vectors(self, queries: dict[str, str]) -> list[np.ndarray]:
         """Token vectors of every query: each process encodes its share, all get every one."""
@@ -110,14 +186,20 @@ class MaxSimRetriever:
         return vectors
 
     # -- encoding ------------------------------------------------------------------------------
-    def _mesh_encoder(self, max_length: int, skip_ids: Sequence[int]) -> MeshEncoder:
-        key = (max_length, tuple(skip_ids))
+    def _mesh_encoder(self, max_length: int, skip_ids: Sequence[int], document: bool
+                      ) -> MeshEncoder:
+        key = (max_length, tuple(skip_ids), document)
         if key not in self._encoders:
             model, skip = self.model, tuple(skip_ids)
 
             def device_fn(params: Any, ids: jax.Array, mask: jax.Array
-                          ) -> tuple[jax.Array, jax.Array]:
-                return model.encode(params, ids, mask), token_mask(ids, mask, skip)
+                          ) -> tuple[jax.Array, jax.Array, jax.Array]:
+                out = model.represent(params, ids, mask, skip, document=document,
+                                      threshold=model.gate_threshold)
+                counts = jnp.stack([jnp.sum(token_mask(ids, mask, skip), axis=1),
+                                    jnp.sum(out.vectors_mask, axis=1), jnp.sum(out.keep, axis=1)],
+                                   axis=1)
+                return out.vectors, out.keep, counts
 
             self._encoders[key] = MeshEncoder(
                 device_fn, self._params, pad_id=self.tokenizer.pad_id,
@@ -126,19 +208,26 @@ class MaxSimRetriever:
         return self._encoders[key]
 
     def encode(self, texts: Sequence[str], max_length: int, skip_ids: Sequence[int] = (),
-               progress: str | None = None) -> list[np.ndarray]:
-        """Per text, float32 [n_tokens, dim] vectors of the tokens that take part in scoring,
-        encoded data-parallel over this process's devices (mesh_encoding.py)."""
+               progress: str | None = None, document: bool = False,
+               counts: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Per text, float32 [n, dim] vectors that take part in scoring (tokens, or words and
+        only the gate-kept ones on documents: `MultiVectorModel.represent`), encoded
+        data-parallel over this process's devices (mesh_encoding.py). `counts`, when given,
+        receives per text [tokens, vectors before the gate, vectors kept]."""
         from tqdm.auto import tqdm
 
         out: list[np.ndarray] = [np.zeros((0, self.model.dim), np.float32)] * len(texts)
+        sizes = np.zeros((len(texts), 3), np.int64)
         with tqdm(total=len(texts), desc=progress, unit="text",
                   disable=progress is None or not is_logging_process()) as bar:
-            outputs, batches = self._mesh_encoder(max_length, skip_ids).encode(
+            outputs, batches = self._mesh_encoder(max_length, skip_ids, document).encode(
                 list(texts), bar.update)
-        for (vectors, keep), batch in zip(outputs, batches):
+        for (vectors, keep, row_counts), batch in zip(outputs, batches):
             for row, j in enumerate(batch.rows):
                 out[int(j)] = np.asarray(vectors[row], np.float32)[keep[row] > 0]
+                sizes[int(j)] = np.rint(np.asarray(row_counts[row])).astype(np.int64)
+        if counts is not None:
+            counts.extend(sizes)
         return out
 
     def _padded_queries(self, queries: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -100,7 +100,7 @@ class SpladeRetriever:
         self.query_max_length = query_max_length
         self.doc_encoder = SpladeTextEncoder(encoder, params, tokenizer, doc_max_length, batch_size)
         self.timings: dict[str, float] = {}
-        self.index_stats: dict[str, Any] = {}
+        self._index_stats: dict[str, Any] = {}
         self.index: SparseIndex | None = None
         self.idf: np.ndarray | None = None
         self.cache = cache
@@ -163,7 +163,7 @@ class SpladeRetriever:
         result = self.index.search(vectors, k)
         search_s = time.perf_counter() - start
         self.timings.update(query_encoding_s=query_s, search_s=search_s)
-        self.index_stats = {
+        self._index_stats = {
             "bytes_per_doc": round(self.index.bytes_per_doc, 1),
             "postings_per_doc": round(self.index.postings_per_doc, 1),
             "postings_per_query": round(vectors.nnz / max(len(ids), 1), 1),
@@ -172,8 +172,12 @@ class SpladeRetriever:
             "index": self.index_kind, "index_options": self.index.options(),
             "query_side": self.query_side,
         }
-        log.info("%s: %s", self.name, self.index_stats)
+        log.info("%s: %s", self.name, self._index_stats)
         return result.to_run(ids)
+
+    def index_stats(self) -> dict[str, Any]:
+        """The last search's index size and costs, for metrics.json (evaluate_on_collection)."""
+        return dict(self._index_stats)
 
 
 def pretrained_splade_retriever(weights: str = "splade-tiny", query_side: str = "splade",

@@ -62,3 +62,28 @@ def test_xtr_mode_with_every_token_retrieved_ranks_like_exhaustive_maxsim(tmp_pa
         maxsim, xtr = runs["maxsim"][query], runs["xtr"][query]
         assert list(maxsim) == list(xtr) and len(maxsim) == len(DOCS)
         assert [maxsim[d] for d in maxsim] == pytest.approx([xtr[d] for d in xtr], abs=1e-5)
+
+
+def test_colberter_config_trains_gated_word_vectors_and_reports_index_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("IRJAX_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_collection(tmp_path / "tiny")
+    workdir = tmp_path / "work"
+    gin_config.parse(["gin/train/colberter_scifact.gin"],
+                     [f"DATA_DIR='{data}'", f"WORKDIR='{workdir}'", *SHORT])
+    gin_config.run_job()
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["model"].endswith("-colbert-words-gated+maxsim")
+    per_doc = metrics["vectors_per_doc"]
+    assert per_doc["tokens"] > per_doc["words"] >= per_doc["kept"] > 0
+    assert metrics["bytes_per_doc"] == pytest.approx(per_doc["kept"] * 128 * 4)
+    assert metrics["token_bytes_per_doc"] == pytest.approx(per_doc["tokens"] * 128 * 4)
+    for fraction in (0.25, 0.5):   # the config's gate_drop_fractions, on the same encoding
+        pruned = json.loads((workdir / f"gate_drop_{fraction:g}" / "metrics.json").read_text())
+        assert pruned["vectors_per_doc"]["words"] == per_doc["words"]
+        assert pruned["vectors_per_doc"]["kept"] == pytest.approx(
+            per_doc["kept"] * (1 - fraction), abs=1.0)
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = [line for line in lines if "gate_penalty" in line]
+    assert train and all(line["loss"] >= line["contrastive_loss"] for line in train)
+    summary = json.loads((workdir / "training_summary.json").read_text())
+    assert summary["model"]["pooling"] == "word" and summary["model"]["gate"] is True
