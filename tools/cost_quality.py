@@ -169,6 +169,16 @@ def _smoke_subset(collection: Any, queries: dict[str, str]) -> Any:
                                queries={q: collection.queries[q] for q in qids})
 
 
+def pareto_frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows no other row beats on both bytes per document (fewer) and nDCG@10 (higher), by
+    ascending bytes: the best quality each budget buys."""
+    frontier: list[dict[str, Any]] = []
+    for r in sorted(rows, key=lambda r: (r["bytes_per_doc"], -r["nDCG@10"])):
+        if not frontier or r["nDCG@10"] > frontier[-1]["nDCG@10"]:
+            frontier.append(r)
+    return frontier
+
+
 def write_outputs(rows: list[dict[str, Any]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "cost_quality.csv.tmp", "w", newline="") as f:
@@ -199,6 +209,9 @@ def write_outputs(rows: list[dict[str, Any]], out: Path) -> None:
             ax.scatter(r["bytes_per_doc"], r["nDCG@10"])
             ax.annotate(r["representation"], (r["bytes_per_doc"], r["nDCG@10"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
+        frontier = pareto_frontier(points)
+        ax.step([r["bytes_per_doc"] for r in frontier], [r["nDCG@10"] for r in frontier],
+                where="post", color="black", linewidth=1, alpha=0.6, label="Pareto frontier")
         bm25 = [r for r in rows if r["dataset"] == dataset and r["bytes_per_doc"] is None]
         for r in bm25:
             ax.axhline(r["nDCG@10"], color="grey", linestyle="--", linewidth=1, label="BM25")

@@ -60,3 +60,12 @@ def test_cost_quality_rejects_a_workdir_without_bytes_per_doc(tmp_path):
                           timeout=120)
     assert proc.returncode != 0 and "missing ['bytes_per_doc']" in proc.stderr
     assert str(workdir / "metrics.json") in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_pareto_frontier_keeps_only_undominated_rows():
+    sys.path.insert(0, str(ROOT / "tools"))
+    from cost_quality import pareto_frontier
+
+    rows = [{"name": n, "bytes_per_doc": b, "nDCG@10": q} for n, b, q in
+            [("a", 1536, 0.70), ("b", 48, 0.62), ("c", 64, 0.60), ("d", 48, 0.65), ("e", 400, 0.70)]]
+    assert [r["name"] for r in pareto_frontier(rows)] == ["d", "e"]
