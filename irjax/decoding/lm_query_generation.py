@@ -31,7 +31,7 @@ from irjax.data.gguf_metadata import read_gguf_metadata
 from irjax.data.gguf_tokenizer import SpecialIds, load_gguf_tokenizer
 from irjax.decoding.lm_generation import encode_prefix, generate
 from irjax.models.decoder_lm import DecoderLM
-from irjax.models.lm_import import load_lm
+from irjax.models.lm_import import load_lm, to_device
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class LMQueryGenerator:
         self._prefix_ids = self._encode(prompt.prefix())
         self._cache: tuple[int, int, Any] | None = None  # (shared tokens, slots, DecodeCache)
         self.timings = {"generate_s": 0.0, "rows": 0, "generated_tokens": 0}
+        # extra keyword arguments of lm_generation.generate (its speed switches; a benchmark
+        # turns them off to time the earlier path)
+        self.generate_options: dict[str, Any] = {}
 
     @classmethod
     def from_gguf(cls, path: str | Path, config: PromptConfig,
@@ -97,6 +100,7 @@ class LMQueryGenerator:
         chat = chat_format_of(template) if chat is None else chat
         config = dataclasses.replace(config, chat=chat)
         lm_config, params = load_lm(path)
+        params = to_device(params)
         tokenizer, special = load_gguf_tokenizer(path)
         prompt = FewShotPrompt(config, examples, tokenizer, default_system_prompt(template))
         return cls(DecoderLM(lm_config), params, tokenizer, special, prompt, sampling,
@@ -140,7 +144,8 @@ class LMQueryGenerator:
             result = generate(self.model, self.params, rest, max_new_tokens=s.max_new_tokens,
                               eos_ids=self.stop_ids, rng=jax.random.fold_in(key, start),
                               greedy=s.greedy, temperature=s.temperature, top_k=s.top_k,
-                              top_p=s.top_p, prefix_cache=cache, pad_id=self.pad_id)
+                              top_p=s.top_p, prefix_cache=cache, pad_id=self.pad_id,
+                              **self.generate_options)
             self.timings["generate_s"] += time.perf_counter() - began
             self.timings["rows"] += len(chunk)
             self.timings["generated_tokens"] += int(result.lengths.sum())
