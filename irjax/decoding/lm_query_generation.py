@@ -8,7 +8,9 @@ Every row of every batch continues the same few-shot prefix, so its cache is com
 copied to the rows (`irjax.decoding.lm_generation`'s shared-prefix caching); only the target
 document's tokens and the query are computed per row. `n` queries per document are `n` rows with
 the same prompt and different samples. The prefix cache is sized in steps of `CACHE_BUCKET`
-slots so batches of similar length reuse one compiled decoding loop.
+slots, and `generate` pads the rows' prompts to multiples of 32 ids within it, so batches of
+similar length reuse one compiled prompt pass and decoding loop. The parameters are moved to the
+device once at load (`to_device`), not copied there at every call.
 
 Randomness is `jax.random.key(seed)` folded with the caller's batch number, so a resumed job
 regenerates a part exactly as an uninterrupted one would.
