@@ -8,7 +8,9 @@ Every row of every batch continues the same few-shot prefix, so its cache is com
 copied to the rows (`irjax.decoding.lm_generation`'s shared-prefix caching); only the target
 document's tokens and the query are computed per row. `n` queries per document are `n` rows with
 the same prompt and different samples. The prefix cache is sized in steps of `CACHE_BUCKET`
-slots so batches of similar length reuse one compiled decoding loop.
+slots, and `generate` pads the rows' prompts to multiples of 32 ids within it, so batches of
+similar length reuse one compiled prompt pass and decoding loop. The parameters are moved to the
+device once at load (`to_device`), not copied there at every call.
 
 Randomness is `jax.random.key(seed)` folded with the caller's batch number, so a resumed job
 regenerates a part exactly as an uninterrupted one would.
@@ -31,7 +33,7 @@ from irjax.data.gguf_metadata import read_gguf_metadata
 from irjax.data.gguf_tokenizer import SpecialIds, load_gguf_tokenizer
 from irjax.decoding.lm_generation import encode_prefix, generate
 from irjax.models.decoder_lm import DecoderLM
-from irjax.models.lm_import import load_lm
+from irjax.models.lm_import import load_lm, to_device
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,9 @@ class LMQueryGenerator:
         self._prefix_ids = self._encode(prompt.prefix())
         self._cache: tuple[int, int, Any] | None = None  # (shared tokens, slots, DecodeCache)
         self.timings = {"generate_s": 0.0, "rows": 0, "generated_tokens": 0}
+        # extra keyword arguments of lm_generation.generate (its speed switches; a benchmark
+        # turns them off to time the earlier path)
+        self.generate_options: dict[str, Any] = {}
 
     @classmethod
     def from_gguf(cls, path: str | Path, config: PromptConfig,
@@ -97,6 +102,7 @@ class LMQueryGenerator:
         chat = chat_format_of(template) if chat is None else chat
         config = dataclasses.replace(config, chat=chat)
         lm_config, params = load_lm(path)
+        params = to_device(params)
         tokenizer, special = load_gguf_tokenizer(path)
         prompt = FewShotPrompt(config, examples, tokenizer, default_system_prompt(template))
         return cls(DecoderLM(lm_config), params, tokenizer, special, prompt, sampling,
@@ -140,7 +146,8 @@ class LMQueryGenerator:
             result = generate(self.model, self.params, rest, max_new_tokens=s.max_new_tokens,
                               eos_ids=self.stop_ids, rng=jax.random.fold_in(key, start),
                               greedy=s.greedy, temperature=s.temperature, top_k=s.top_k,
-                              top_p=s.top_p, prefix_cache=cache, pad_id=self.pad_id)
+                              top_p=s.top_p, prefix_cache=cache, pad_id=self.pad_id,
+                              **self.generate_options)
             self.timings["generate_s"] += time.perf_counter() - began
             self.timings["rows"] += len(chunk)
             self.timings["generated_tokens"] += int(result.lengths.sum())

@@ -23,7 +23,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -118,20 +118,39 @@ def convert_state_dict(tensors: Mapping[str, np.ndarray], config: DecoderConfig,
                        canonical: Any = canonical_name) -> dict[str, Any]:
     """HF-named tensors -> nested Flax params (numpy), or CheckpointMismatchError. With tied
     embeddings an `lm_head.weight` copy is accepted only when equal to the embedding."""
-    tensors = dict(tensors)
-    conflicts = []
+    conflicts, heads = [], []
     if config.tie_word_embeddings:
-        for raw in [n for n in tensors if canonical(n) == "lm_head.weight"]:
-            head = tensors.pop(raw)
-            embed = next((v for n, v in tensors.items() if canonical(n) == "embed_tokens.weight"),
-                         None)
+        heads = [n for n in tensors if canonical(n) == "lm_head.weight"]
+        embed_name = next((n for n in tensors if canonical(n) == "embed_tokens.weight"), None)
+        for raw in heads:
+            head = tensors[raw]
+            embed = None if embed_name is None else tensors[embed_name]
             if embed is None or head.shape != embed.shape or not np.array_equal(head, embed):
                 conflicts.append(raw)
     problems = {"an output matrix that differs from the tied embedding (is tie_word_embeddings "
                 "right?)": conflicts}
-    return convert_tensors(tensors, name_map(config), expected_shapes(config), model=model,
+    kept = _Without(tensors, set(heads)) if heads else tensors
+    return convert_tensors(kept, name_map(config), expected_shapes(config), model=model,
                            ignored=IGNORED, canonical=canonical, param_dtype=param_dtype,
                            problems=problems)
+
+
+class _Without(Mapping):
+    """`tensors` less some names, read through (a lazy mapping stays lazy)."""
+
+    def __init__(self, tensors: Mapping[str, Any], dropped: set[str]):
+        self._tensors, self._dropped = tensors, dropped
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._dropped:
+            raise KeyError(name)
+        return self._tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in self._tensors if n not in self._dropped)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 # ----------------------------------------------------------------------------- Hugging Face
@@ -324,6 +343,25 @@ def config_from_gguf(reader: Any, where: str) -> DecoderConfig:
                 attention_bias=arch == "qwen2" or "blk.0.attn_q.bias" in names)
 
 
+class _LazyGGUF(Mapping):
+    """The GGUF's tensors by name, each dequantized only when read and not kept: the import
+    converts one tensor at a time, so at most one float32 tensor (plus its converted copy) exists
+    beside the parameters built so far, instead of the whole model in float32 first."""
+
+    def __init__(self, reader: Any, arch: str, config: DecoderConfig):
+        self._tensors = {t.name: t for t in reader.tensors}
+        self._arch, self._config = arch, config
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return _gguf_tensor(self._tensors[name], self._arch, self._config)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
 def _gguf_tensor(tensor: Any, arch: str, config: DecoderConfig) -> np.ndarray:
     """One tensor dequantized to float32, in numpy order and the HF layout."""
     from gguf import dequantize
@@ -362,13 +400,25 @@ def load_gguf(path: str | os.PathLike, param_dtype: Any = np.float32,
     config = config_from_gguf(reader, str(path))
     if overrides:
         config = dataclasses.replace(config, **overrides)
-    tensors = {t.name: _gguf_tensor(t, arch, config) for t in reader.tensors}
+    tensors = _LazyGGUF(reader, arch, config)
     try:
         return config, convert_state_dict(tensors, config, model=f"{arch} (GGUF)",
                                           param_dtype=param_dtype,
                                           canonical=lambda n: gguf_to_hf_name(n, arch))
     except CheckpointMismatchError as err:
         raise CheckpointMismatchError(f"{path}: {err}") from None
+
+
+def to_device(params: dict[str, Any]) -> dict[str, Any]:
+    """The numpy parameter tree as jax arrays, moved leaf by leaf and each numpy leaf released
+    as soon as it is copied, so the model is not held twice. (Numpy parameters would also be
+    copied to the device again at every jitted call.) `params` is emptied."""
+    out: dict[str, Any] = {}
+    for key in list(params):
+        value = params.pop(key)
+        out[key] = to_device(value) if isinstance(value, dict) else jnp.asarray(value)
+        del value
+    return out
 
 
 def load_lm(path: str | os.PathLike, param_dtype: Any = np.float32,

@@ -89,7 +89,8 @@ def convert_tensors(tensors: Mapping[str, np.ndarray], mapping: NameMap,
         if path in flat:
             unexpected.append(f"{raw_name} (duplicate of an earlier tensor for {'/'.join(path)})")
             continue
-        flat[path] = value.astype(param_dtype)
+        # a transform that copied already gives an array nobody else holds: no second copy
+        flat[path] = value.astype(param_dtype, copy=bool(np.may_share_memory(value, tensor)))
     sources = {path: name for name, (path, _) in mapping.items()}
     missing = sorted(f"{sources[p]} (-> {'/'.join(p)})" if p in sources else "/".join(p)
                      for p in expected if p not in flat)

@@ -140,3 +140,17 @@ def test_step_fn_must_return_one_row_per_sample():
         return jnp.zeros((inputs.shape[0],)), state
     with pytest.raises(ValueError, match="step_fn returned"):
         sample_sequences_with_state(bad, jnp.zeros(()), jax.random.PRNGKey(0), 1, 2, 3)
+
+
+def test_nucleus_candidates_match_the_full_sort():
+    """The candidate search keeps exactly the full sort's nucleus, whether the candidates hold
+    it (peaked rows) or not (a flat row forces the full sort for the batch)."""
+    rng = np.random.default_rng(0)
+    peaked = rng.normal(size=(3, 500)).astype(np.float32) * 4
+    flat = rng.normal(size=(1, 500)).astype(np.float32) * 0.1
+    for logits in (peaked, np.concatenate([peaked, flat])):
+        want = np.asarray(filter_logits(jnp.asarray(logits), top_p=0.9))
+        got = np.asarray(jax.jit(lambda x: filter_logits(x, top_p=0.9, candidates=32))(logits))
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+        np.testing.assert_array_equal(got[np.isfinite(got)], want[np.isfinite(want)])
+    assert np.isfinite(want[:3]).sum(1).max() < 32 < np.isfinite(want[3]).sum()

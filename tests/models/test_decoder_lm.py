@@ -149,3 +149,22 @@ def test_bfloat16_compute_stays_close():
     assert half.dtype == np.float32
     error = np.abs(half - full).max() / np.abs(full).max()
     assert 0 < error < 0.05
+
+
+@pytest.mark.parametrize("variant", ["gemma3", "llama"])
+def test_last_only_logits_equal_the_full_pass_last_position(variant):
+    """extend(last_only=True) returns the last slot's logits of the full prompt pass (left
+    padding in one row), and the same cache."""
+    _, _, config, params = tiny(variant)
+    model = DecoderLM(config)
+    ids, mask = ids_of(6, rows=2, seed=3), np.ones((2, 6), np.int32)
+    mask[1, :3] = 0
+    run = jax.jit(lambda last: model.apply({"params": params}, jnp.asarray(ids),
+                                           init_cache(config, 2, 8), jnp.asarray(mask),
+                                           last_only=last, method=DecoderLM.extend),
+                  static_argnums=0)
+    (full, full_cache), (last, last_cache) = run(False), run(True)
+    assert full.shape == (2, 6, config.vocab_size) and last.shape == (2, 1, config.vocab_size)
+    np.testing.assert_array_equal(np.asarray(last)[:, 0], np.asarray(full)[:, -1])
+    for a, b in zip(jax.tree.leaves(full_cache), jax.tree.leaves(last_cache)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

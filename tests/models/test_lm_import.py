@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 from irjax.errors import MissingFileError
 from irjax.models.decoder_lm import DecoderLM
 from irjax.models.lm_import import (config_from_hf, gguf_to_hf_name, load_gguf, load_hf,
-                                    load_lm, unpermute_rope_rows)
+                                    load_lm, to_device, unpermute_rope_rows)
 from irjax.models.weight_import import CheckpointMismatchError
 from tests.helpers.tiny_lm import (GEMMA3, LLAMA, QWEN2, gguf_tensors, random_checkpoint,
                                    reference_logits, write_gguf)
@@ -181,3 +181,22 @@ def test_bad_files_and_configs(tmp_path):
                    {**named, "rope_freqs.weight": np.ones(8, np.float32)})
     with pytest.raises(ValueError, match="rope_freqs"):  # never silently ignored
         load_gguf(tmp_path / "llama3.gguf")
+
+
+def test_gguf_params_own_their_memory_and_move_to_the_device(tmp_path):
+    """The lazy GGUF import gives writable arrays that share no memory with the memory-mapped
+    file (F32 tensors come back as views of it) or with each other; to_device moves every leaf
+    unchanged and empties the numpy tree."""
+    import jax
+
+    cfg = LLAMA
+    write_gguf(tmp_path / "m.gguf", cfg, random_checkpoint(cfg, seed=14))
+    _, params = load_gguf(tmp_path / "m.gguf")
+    leaves = jax.tree.leaves(params)
+    assert all(isinstance(x, np.ndarray) and x.flags.writeable and x.flags.owndata or
+               x.base is not None and not isinstance(x.base, np.memmap) for x in leaves)
+    assert not any(np.may_share_memory(a, b) for i, a in enumerate(leaves) for b in leaves[i + 1:])
+    copies = jax.tree.map(np.copy, params)
+    moved = to_device(params)
+    assert params == {} and all(isinstance(x, jax.Array) for x in jax.tree.leaves(moved))
+    jax.tree.map(np.testing.assert_array_equal, moved, copies)
