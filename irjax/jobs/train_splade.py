@@ -45,6 +45,7 @@ def train_splade(
     train_split: str = "train",
     weights: str = "splade-tiny",
     fresh_head: bool = False,
+    fresh_head_bias: float = 0.0,
     query_side: str = "splade",
     lambda_q: float = 3e-4,
     lambda_d: float = 1e-4,
@@ -63,10 +64,12 @@ def train_splade(
 
     `weights`: a folder or a name under $IRJAX_WEIGHTS_DIR ('splade-tiny'), or
     'all-MiniLM-L6-v2' (the installed sentence-transformers encoder; it has no MLM head, so
-    `fresh_head=True` is required: tied to its word embeddings, zero bias)."""
+    `fresh_head=True` is required: tied to its word embeddings, zero bias, or `fresh_head_bias`
+    for every term, negative to start from sparse vectors: see irjax.models.splade_import)."""
     check_job_choices("train_splade", query_side=query_side, index=index)
     directory = find_minilm_dir() if weights == MINILM_NAME else find_weights(weights)
-    config, pretrained = load_splade_params(directory, fresh_head=fresh_head)
+    config, pretrained = load_splade_params(directory, fresh_head=fresh_head,
+                                            fresh_head_bias=fresh_head_bias)
     tokenizer = WordPieceTokenizer(directory)
     train = open_collection(dataset, train_split, data_dir)
     evaluation = open_collection(dataset, eval_split, data_dir)
@@ -110,7 +113,8 @@ def train_splade(
                                           workdir_path))
     write_comparison(workdir_path, records)
     write_training_summary(loop, result, data=data, splade={
-        "weights": str(directory), "fresh_head": fresh_head, "query_side": query_side,
+        "weights": str(directory), "fresh_head": fresh_head,
+        "fresh_head_bias": fresh_head_bias, "query_side": query_side,
         "lambda_q": lambda_q, "lambda_d": lambda_d, "lambda_warmup_steps": lambda_warmup_steps,
         "idf_mean": None if idf is None else float(np.mean(idf))})
     return records[-1]

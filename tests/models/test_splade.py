@@ -126,6 +126,30 @@ def test_checkpoint_without_head_needs_fresh_head_which_starts_as_identity():
     assert not head["bias"].any()
 
 
+def test_fresh_head_bias_keeps_the_terms_whose_max_logit_clears_it():
+    """A negative fresh_head_bias b sparsifies a fresh head's vectors: a term survives exactly
+    when its zero-bias max logit m exceeds -b, with weight log1p(m + b)."""
+    state = hf_state(TINY)
+    ids = np.array([[2, 7, 9, 3], [2, 11, 3, 0]], np.int32)
+    mask = (ids > 0).astype(np.int32)
+    module = SpladeEncoder(TINY)
+    lift = 10.0  # a bias that puts every term above zero, so each max logit can be read back
+    lifted = np.asarray(module.apply(
+        {"params": convert_mlm_state_dict(state, TINY, fresh_head=True, fresh_head_bias=lift)},
+        ids, mask))
+    assert (lifted > 0).all()
+    max_logit = np.expm1(lifted.astype(np.float64)) - lift
+    b = -float(np.median(max_logit))
+    params = convert_mlm_state_dict(state, TINY, fresh_head=True, fresh_head_bias=b)
+    assert (params["mlm_head"]["bias"] == np.float32(b)).all()
+    got = np.asarray(module.apply({"params": params}, ids, mask))
+    expected = np.log1p(np.maximum(max_logit + np.float32(b), 0))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert 0 < (got > 0).sum() < got.size
+    with pytest.raises(CheckpointMismatchError, match="fresh_head_bias"):
+        convert_mlm_state_dict(_mlm_state(TINY), TINY, fresh_head_bias=b)
+
+
 def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("IRJAX_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(MissingWeightsError, match="python tools/fetch_weights.py splade-tiny"):
