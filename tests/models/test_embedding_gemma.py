@@ -3,7 +3,6 @@
 model against sentence-transformers' embeddings in tests/fixtures/lm/embeddinggemma-300m.npz
 (skipped, naming what is missing, without the weights or the fixture)."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,9 @@ from safetensors.numpy import save_file
 
 from irjax.errors import InputFileError
 from irjax.models.embedding_gemma import load_embedding_gemma, truncate
+from tests.helpers.lm_fixtures import weights_and_fixture
 from tests.helpers.tiny_lm import GEMMA3, random_checkpoint, reference_hidden
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lm"
 TINY = dict(GEMMA3, use_bidirectional_attention=True, sliding_window=4)
 MODULES = [("Transformer", ""), ("Pooling", "1_Pooling"), ("Dense", "2_Dense"),
            ("Dense", "3_Dense"), ("Normalize", "4_Normalize")]
@@ -85,14 +84,7 @@ def test_refuses_other_heads(tmp_path):
 
 
 def test_real_model_matches_sentence_transformers():
-    fixture, info = FIXTURES / "embeddinggemma-300m.npz", FIXTURES / "embeddinggemma-300m.json"
-    root = Path(os.environ.get("IRJAX_WEIGHTS_DIR", Path.home() / ".cache" / "irjax" / "weights"))
-    directory = root / "embeddinggemma-300m"
-    if not fixture.exists() or not info.exists():
-        pytest.skip(f"no reference fixture {fixture} (tools/make_lm_reference.py)")
-    if not (directory / "model.safetensors").exists():
-        pytest.skip(f"weights {directory} absent: run tools/fetch_weights.py embeddinggemma-300m")
-    ref, texts = np.load(fixture), json.loads(info.read_text())
+    directory, ref, texts = weights_and_fixture("embeddinggemma-300m", "model.safetensors")
     model = load_embedding_gemma(directory)
     assert model.prompts["query"] == texts["prompts"]["query"]
     assert model.tokenize(texts["queries"], model.prompts["query"]) == texts["query_token_ids"]

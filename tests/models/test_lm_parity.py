@@ -6,8 +6,6 @@ Skipped, naming what is missing, when the weights (tools/fetch_weights.py NAME) 
 are absent. tools/lm_parity.py compares the full vocabulary live instead.
 """
 import hashlib
-import json
-import os
 from pathlib import Path
 
 import jax
@@ -17,18 +15,14 @@ import pytest
 
 from irjax.models.decoder_lm import DecoderLM, init_cache
 from irjax.models.lm_import import load_gguf
+from tests.helpers.lm_fixtures import weights_and_fixture
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lm"
 MODELS = ("smollm2-135m-instruct", "gemma3-270m", "qwen2.5-coder-0.5b-instruct",
           "qwen2.5-coder-1.5b-instruct")
 # Allowed |irjax - reference| as a fraction of the largest reference logit: float32 on both
 # sides, differences come from summation order only (measured: 1.3e-4 on logits up to 41, i.e.
 # 3e-6 relative, tools/results/lm_parity/parity.json).
 RELATIVE_TOLERANCE = 2e-5
-
-
-def weights_root() -> Path:
-    return Path(os.environ.get("IRJAX_WEIGHTS_DIR", Path.home() / ".cache" / "irjax" / "weights"))
 
 
 def sha256(path: Path) -> str:
@@ -41,18 +35,12 @@ def sha256(path: Path) -> str:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_logits_match_reference(name):
-    fixture, info = FIXTURES / f"{name}.npz", FIXTURES / f"{name}.json"
-    gguf = weights_root() / name / "model.gguf"
-    if not fixture.exists() or not info.exists():
-        pytest.skip(f"no reference fixture {fixture} (tools/make_lm_reference.py {name})")
-    if not gguf.exists():
-        pytest.skip(f"weights {gguf} absent: run tools/fetch_weights.py {name} "
-                    "(or set IRJAX_WEIGHTS_DIR)")
-    expected_sha = json.loads(info.read_text())["gguf_sha256"]
+    directory, ref, facts = weights_and_fixture(name, "model.gguf")
+    gguf = directory / "model.gguf"
+    expected_sha = facts["gguf_sha256"]
     assert sha256(gguf) == expected_sha, (
         f"{gguf} is not the file the fixture was made from (sha256 {expected_sha}); fetch it "
         "again with tools/fetch_weights.py")
-    ref = np.load(fixture)
     ids, keep, want = ref["input_ids"], ref["logit_ids"], ref["logits"]
     tolerance = RELATIVE_TOLERANCE * float(ref["max_abs_logit"])
 

@@ -3,8 +3,6 @@ collection exactly as brute-force search over the model's own query/document emb
 side with its own prompt, Matryoshka prefix renormalised); the corpus cache is shared across
 widths but not across prompts, lengths or weights; the real model (skipped without weights)
 encodes the fixture texts through the retriever's mesh path as sentence-transformers did."""
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +15,10 @@ from irjax.models.embedding_gemma_encoder import embedding_gemma_encoders
 from irjax.retrieval.dense import DenseRetriever
 from irjax.retrieval.distributed import encode_texts
 from irjax.retrieval.mesh_encoding import mesh_text_encoder
+from tests.helpers.lm_fixtures import weights_and_fixture
 from tests.helpers.tiny_collection import DOCS, TEST, TRAIN, write_collection
 from tests.models.test_embedding_gemma import write_sentence_transformer
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lm"
 TINY_DIMS = (64, 32, 16)
 OPTIONS = dict(max_length=16, batch_size=3, bucket_multiple=16, trained_dims=TINY_DIMS)
 
@@ -106,14 +104,7 @@ def test_corpus_cache_shared_across_dims_only(setup, tmp_path):
 
 
 def test_real_model_through_retriever_path_matches_sentence_transformers():
-    fixture, info = FIXTURES / "embeddinggemma-300m.npz", FIXTURES / "embeddinggemma-300m.json"
-    root = Path(os.environ.get("IRJAX_WEIGHTS_DIR", Path.home() / ".cache" / "irjax" / "weights"))
-    directory = root / "embeddinggemma-300m"
-    if not fixture.exists() or not info.exists():
-        pytest.skip(f"no reference fixture {fixture} (tools/make_lm_reference.py)")
-    if not (directory / "model.safetensors").exists():
-        pytest.skip(f"weights {directory} absent: run tools/fetch_weights.py embeddinggemma-300m")
-    ref, texts = np.load(fixture), json.loads(info.read_text())
+    directory, ref, texts = weights_and_fixture("embeddinggemma-300m", "model.safetensors")
     query, document = embedding_gemma_encoders(load_embedding_gemma(directory), max_length=256,
                                                weights_digest="fixture-test")
     for encoder, key, want in ((query, "queries", ref["query_embeddings"]),
