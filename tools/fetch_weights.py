@@ -36,7 +36,8 @@ from typing import BinaryIO, Iterable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from irjax.files import atomic_directory, remove_orphan_temporaries, temporary_prefix  # noqa: E402
+from irjax.files import (atomic_directory, remove_orphan_temporaries, sha256_file,  # noqa: E402
+                         temporary_prefix)
 from irjax.models.weights_dir import MODEL_FILES, weights_root  # noqa: E402
 
 CHUNK = 8 << 20
@@ -158,14 +159,6 @@ class FetchError(Exception):
     """A download, a checksum or a package's contents went wrong; the message says which."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _mb(size: int) -> str:
     return f"{size / 1e6:,.1f} MB"
 
@@ -177,7 +170,7 @@ def is_complete(spec: WeightsSpec, directory: Path) -> bool:
         return False
     for relative, expected in pins.items():
         path = directory / relative
-        if not path.is_file() or sha256_of(path) != expected:
+        if not path.is_file() or sha256_file(path, CHUNK) != expected:
             return False
     return True
 

@@ -21,7 +21,6 @@ position, and greedy generation gives transformers' 16 tokens for all 3 texts of
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -73,19 +72,12 @@ def reference(gguf: Path, texts: list[str], out: Path) -> None:
     os.replace(tmp, out)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def compare(name: str, weights_dir: Path, ref_python: str) -> dict:
     """Runs the reference in a subprocess, then irjax on the same ids; the differences."""
     import jax
     import jax.numpy as jnp
 
+    from irjax.files import sha256_file
     from irjax.models.decoder_lm import DecoderLM
     from irjax.models.lm_import import load_gguf
 
@@ -118,7 +110,7 @@ def compare(name: str, weights_dir: Path, ref_python: str) -> dict:
     out = generate(model, params, [ref[f"ids_{i}"].tolist() for i in range(len(TEXTS))],
                    max_new_tokens=NEW_TOKENS, eos_ids=ref["eos_ids"].tolist(), greedy=True)
     same = [out.sequences()[i] == ref[f"generated_{i}"].tolist() for i in range(len(TEXTS))]
-    return {"model": name, "gguf": f"{name}/model.gguf", "gguf_sha256": _sha256(gguf),
+    return {"model": name, "gguf": f"{name}/model.gguf", "gguf_sha256": sha256_file(gguf),
             "vocab_size": config.vocab_size,
             "positions": tokens, "max_abs_logit_diff": worst, "max_abs_logit": scale,
             "relative": worst / scale, "top1_agreement": top1 / tokens,

@@ -5,14 +5,13 @@ stored in tests/fixtures/lm/<name>.npz (made by tools/make_lm_reference.py from 
 Skipped, naming what is missing, when the weights (tools/fetch_weights.py NAME) or the fixture
 are absent. tools/lm_parity.py compares the full vocabulary live instead.
 """
-import hashlib
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from irjax.files import sha256_file
 from irjax.models.decoder_lm import DecoderLM, init_cache
 from irjax.models.lm_import import load_gguf
 from tests.helpers.lm_fixtures import weights_and_fixture
@@ -25,20 +24,12 @@ MODELS = ("smollm2-135m-instruct", "gemma3-270m", "qwen2.5-coder-0.5b-instruct",
 RELATIVE_TOLERANCE = 2e-5
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_logits_match_reference(name):
     directory, ref, facts = weights_and_fixture(name, "model.gguf")
     gguf = directory / "model.gguf"
     expected_sha = facts["gguf_sha256"]
-    assert sha256(gguf) == expected_sha, (
+    assert sha256_file(gguf) == expected_sha, (
         f"{gguf} is not the file the fixture was made from (sha256 {expected_sha}); fetch it "
         "again with tools/fetch_weights.py")
     ids, keep, want = ref["input_ids"], ref["logit_ids"], ref["logits"]
