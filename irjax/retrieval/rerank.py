@@ -1,0 +1,105 @@
+"""A second stage behind any first stage: first stage -> top `depth` -> reranker -> run.
+
+`RerankingRetriever` is itself a `Retriever`, so `evaluate_on_collection` scores a reranked run
+like any other and a gin config swaps either stage. A `Reranker` sees each query's candidates with
+their first-stage scores (a `Run`) and the documents' texts, and returns new scores for them;
+batching across queries (cross-encoders) or windows within one query (listwise LMs) is its own
+business. Its `costs` (totals of the last call: model calls, LM tokens, FLOPs) are divided by the
+number of queries into metrics.json's timings, beside each stage's seconds and ms per query, so a
+method's added cost sits next to the effectiveness it buys.
+"""
+from __future__ import annotations
+
+import time
+from typing import Mapping, Protocol
+
+from irjax.data.collection import Collection
+from irjax.data.runs import Run, rank_documents
+from irjax.retrieval.base import Retriever
+
+
+class Reranker(Protocol):
+    name: str
+    costs: dict[str, float]
+
+    def rerank(self, queries: Mapping[str, str], candidates: Run,
+               documents: Mapping[str, str]) -> Run:
+        """New scores for every candidate of every query (higher first)."""
+        ...
+
+
+class IdentityReranker:
+    """Gives back the first stage's scores: the control that isolates the reranking plumbing."""
+
+    name = "identity"
+
+    def __init__(self) -> None:
+        self.costs: dict[str, float] = {}
+
+    def rerank(self, queries: Mapping[str, str], candidates: Run,
+               documents: Mapping[str, str]) -> Run:
+        return {qid: dict(scores) for qid, scores in candidates.items()}
+
+
+def top_candidates(run: Run, depth: int) -> Run:
+    """Each query's first `depth` documents in trec_eval order."""
+    return {qid: dict(rank_documents(scores)[:depth]) for qid, scores in run.items()}
+
+
+def merge_reranked(first: Run, reranked: Run, depth: int) -> Run:
+    """The reranked top `depth` followed by the first stage's tail in its own order.
+
+    The tail keeps its order but gets scores below every reranked one (rank-based), because the
+    two stages' scores live on different scales."""
+    merged: Run = {}
+    for qid, scores in first.items():
+        head = reranked.get(qid, {})
+        ranked = rank_documents(scores)
+        missing = [doc for doc, _ in ranked[:depth] if doc not in head]
+        if missing:
+            raise ValueError(f"the reranker returned no score for query {qid!r}'s candidates "
+                             f"{missing[:3]}: a reranker must score every candidate it is given")
+        out = dict(head)
+        floor = min(head.values(), default=0.0)
+        tail = ranked[depth:]
+        for position, (doc, _) in enumerate(tail):
+            out[doc] = floor - 1.0 - position
+        merged[qid] = out
+    return merged
+
+
+class RerankingRetriever:
+    """Retrieves `max(k, depth)` with `first_stage`, reranks each query's top `depth`."""
+
+    def __init__(self, first_stage: Retriever, reranker: Reranker, depth: int = 100,
+                 name: str | None = None):
+        if depth < 1:
+            raise ValueError(f"depth={depth} must be >= 1 (documents reranked per query)")
+        self.first_stage = first_stage
+        self.reranker = reranker
+        self.depth = depth
+        self.name = name or f"{first_stage.name}>>{reranker.name}@{depth}"
+        self.timings: dict[str, float] = {}
+
+    def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
+        self.timings = {}
+        start = time.perf_counter()
+        first = self.first_stage.retrieve(collection, queries, max(k, self.depth))
+        first_s = time.perf_counter() - start
+        candidates = top_candidates(first, self.depth)
+        wanted = {doc for scores in candidates.values() for doc in scores}
+        documents = {d.doc_id: d.contents for d in collection.documents if d.doc_id in wanted}
+        start = time.perf_counter()
+        reranked = self.reranker.rerank(queries, candidates, documents)
+        rerank_s = time.perf_counter() - start
+        merged = merge_reranked(first, reranked, self.depth)
+        n = max(len(queries), 1)
+        self.timings.update({f"first_stage.{key}": value for key, value in
+                             getattr(self.first_stage, "timings", {}).items()})
+        self.timings.update({
+            "first_stage_s": first_s, "first_stage_ms_per_query": 1000 * first_s / n,
+            "rerank_s": rerank_s, "rerank_ms_per_query": 1000 * rerank_s / n,
+            "rerank_depth": float(self.depth)})
+        for key, total in getattr(self.reranker, "costs", {}).items():
+            self.timings[f"rerank_{key}_per_query"] = total / n
+        return {qid: dict(rank_documents(scores)[:k]) for qid, scores in merged.items()}

@@ -1,0 +1,83 @@
+"""RerankingRetriever: the identity reranker gives back BM25's run on real SciFact test queries;
+a reranker's order replaces the first stage's inside the depth and never outside it; costs and
+stage timings reach the timings per query; a reranker that drops a candidate is an error."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import pytest
+
+from irjax.data.collection import load_collection
+from irjax.data.runs import Run, rank_documents
+from irjax.retrieval.bm25 import SparseRetriever
+from irjax.retrieval.rerank import IdentityReranker, RerankingRetriever, merge_reranked
+from tests.helpers.tiny_collection import write_collection
+
+
+class FixedRun:
+    name = "fixed"
+
+    def __init__(self, run: Run):
+        self.run, self.timings = run, {"search_s": 0.5}
+
+    def retrieve(self, collection, queries, k):  # noqa: ANN001
+        return {q: dict(rank_documents(self.run[q])[:k]) for q in queries}
+
+
+class ReverseReranker:
+    """Scores candidates by the reverse of their first-stage order, counting calls."""
+    name = "reverse"
+
+    def __init__(self) -> None:
+        self.costs: dict[str, float] = {}
+
+    def rerank(self, queries: Mapping[str, str], candidates: Run,
+               documents: Mapping[str, str]) -> Run:
+        assert all(doc in documents for scores in candidates.values() for doc in scores)
+        self.costs = {"model_calls": float(sum(map(len, candidates.values()))), "lm_tokens": 60.0}
+        return {q: {doc: float(rank) for rank, (doc, _) in enumerate(rank_documents(scores))}
+                for q, scores in candidates.items()}
+
+
+def test_identity_reranker_returns_the_first_stage_run(shared_data: Path) -> None:
+    collection = load_collection(shared_data / "scifact", "test")
+    queries = dict(list(collection.eval_queries().items())[:20])
+    bm25 = SparseRetriever()
+    first = bm25.retrieve(collection, queries, k=100)
+    reranked = RerankingRetriever(SparseRetriever(), IdentityReranker(), depth=50).retrieve(
+        collection, queries, k=100)
+    assert set(reranked) == set(first)
+    for qid in first:  # same documents in the same order (the tail's scores are rank-based)
+        assert [d for d, _ in rank_documents(reranked[qid])] == \
+            [d for d, _ in rank_documents(first[qid])]
+        head = dict(rank_documents(first[qid])[:50])
+        assert {d: reranked[qid][d] for d in head} == pytest.approx(head)
+
+
+def test_reranker_order_inside_depth_first_stage_order_outside(tmp_path: Path) -> None:
+    collection = load_collection(write_collection(tmp_path / "c"), "test")
+    run = {q: {f"d{i}": 10.0 - i for i in range(1, 7)} for q in collection.eval_queries()}
+    retriever = RerankingRetriever(FixedRun(run), ReverseReranker(), depth=3)
+    out = retriever.retrieve(collection, collection.eval_queries(), k=5)
+    for scores in out.values():
+        assert [d for d, _ in rank_documents(scores)] == ["d3", "d2", "d1", "d4", "d5"]
+    n = len(collection.eval_queries())
+    assert retriever.timings["rerank_model_calls_per_query"] == 3.0
+    assert retriever.timings["rerank_lm_tokens_per_query"] == 60.0 / n
+    assert retriever.timings["first_stage.search_s"] == 0.5
+    assert retriever.name == "fixed>>reverse@3"
+    assert {"first_stage_ms_per_query", "rerank_ms_per_query"} <= set(retriever.timings)
+
+
+def test_missing_candidate_score_is_an_error() -> None:
+    first = {"q": {"a": 3.0, "b": 2.0, "c": 1.0}}
+    with pytest.raises(ValueError, match="'q'.*'b'"):
+        merge_reranked(first, {"q": {"a": 1.0, "c": 0.5}}, depth=2)
+    assert merge_reranked(first, {"q": {"a": 1.0, "b": 5.0}}, depth=2) == \
+        {"q": {"a": 1.0, "b": 5.0, "c": 0.0}}
+
+
+def test_depth_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="depth=0"):
+        RerankingRetriever(SparseRetriever(), IdentityReranker(), depth=0)
