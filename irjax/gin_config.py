@@ -73,6 +73,7 @@ def register_all() -> None:
     gin.external_configurable(dense.DenseRetriever, "DenseRetriever")
     gin.external_configurable(rerank.RerankingRetriever, "RerankingRetriever")
     gin.external_configurable(rerank.IdentityReranker, "IdentityReranker")
+    gin.external_configurable(rerank.PairwiseReranker, "PairwiseReranker")
     gin.external_configurable(embedding_gemma_retriever.embedding_gemma_retriever,
                               "embedding_gemma_retriever")
     gin.external_configurable(sparse.pretrained_splade_retriever, "splade_retriever")

@@ -11,7 +11,9 @@ method's added cost sits next to the effectiveness it buys.
 from __future__ import annotations
 
 import time
-from typing import Mapping, Protocol
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
 
 from irjax.data.collection import Collection
 from irjax.data.runs import Run, rank_documents
@@ -39,6 +41,44 @@ class IdentityReranker:
     def rerank(self, queries: Mapping[str, str], candidates: Run,
                documents: Mapping[str, str]) -> Run:
         return {qid: dict(scores) for qid, scores in candidates.items()}
+
+
+class PairScorer(Protocol):
+    """Scores (query, document) pairs independently: a cross-encoder, or any pointwise model."""
+    name: str
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> np.ndarray: ...
+
+
+class PairwiseReranker:
+    """A Reranker from a PairScorer: every candidate of every query scored on its own, in
+    batches of `batch_size` pairs across queries. costs: `model_calls` (pairs scored) plus the
+    scorer's own `costs` (e.g. FLOPs), when it keeps any."""
+
+    def __init__(self, scorer: PairScorer, batch_size: int = 64):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.scorer = scorer
+        self.batch_size = batch_size
+        self.name = scorer.name
+        self.costs: dict[str, float] = {}
+
+    def rerank(self, queries: Mapping[str, str], candidates: Run,
+               documents: Mapping[str, str]) -> Run:
+        pairs = [(qid, doc) for qid, scores in candidates.items() for doc in scores]
+        scores = np.zeros(len(pairs), np.float64)
+        totals: dict[str, float] = {}
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start:start + self.batch_size]
+            scores[start:start + len(chunk)] = self.scorer.score_pairs(
+                [queries[q] for q, _ in chunk], [documents[d] for _, d in chunk])
+            for key, value in getattr(self.scorer, "costs", {}).items():
+                totals[key] = totals.get(key, 0.0) + value
+        self.costs = {"model_calls": float(len(pairs)), **totals}
+        run: Run = {qid: {} for qid in candidates}
+        for (qid, doc), score in zip(pairs, scores):
+            run[qid][doc] = float(score)
+        return run
 
 
 def top_candidates(run: Run, depth: int) -> Run:

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pytest
 
 from irjax.data.collection import load_collection
 from irjax.data.runs import Run, rank_documents
 from irjax.retrieval.bm25 import SparseRetriever
-from irjax.retrieval.rerank import IdentityReranker, RerankingRetriever, merge_reranked
+from irjax.retrieval.rerank import (IdentityReranker, PairwiseReranker, RerankingRetriever,
+                                    merge_reranked)
 from tests.helpers.tiny_collection import write_collection
 
 
@@ -81,3 +83,26 @@ def test_missing_candidate_score_is_an_error() -> None:
 def test_depth_must_be_positive() -> None:
     with pytest.raises(ValueError, match="depth=0"):
         RerankingRetriever(SparseRetriever(), IdentityReranker(), depth=0)
+
+
+class OverlapScorer:
+    """Counts shared lower-cased words: a pointwise scorer simple enough to check by hand."""
+    name = "overlap"
+
+    def __init__(self) -> None:
+        self.costs = {"flops": 0.0}
+
+    def score_pairs(self, queries, documents):  # noqa: ANN001
+        self.costs = {"flops": 2.0 * len(queries)}
+        return np.array([len(set(q.lower().split()) & set(d.lower().split()))
+                         for q, d in zip(queries, documents)], np.float64)
+
+
+def test_pairwise_reranker_scores_every_pair_in_batches() -> None:
+    candidates = {"q1": {"a": 1.0, "b": 2.0}, "q2": {"a": 5.0, "b": 1.0, "c": 0.0}}
+    queries = {"q1": "red fox", "q2": "blue whale song"}
+    documents = {"a": "a red fox runs", "b": "blue sky", "c": "whale song is blue"}
+    reranker = PairwiseReranker(OverlapScorer(), batch_size=2)
+    run = reranker.rerank(queries, candidates, documents)
+    assert run == {"q1": {"a": 2.0, "b": 0.0}, "q2": {"a": 0.0, "b": 1.0, "c": 3.0}}
+    assert reranker.costs == {"model_calls": 5.0, "flops": 10.0}  # batches of 2, 2, 1 pairs
