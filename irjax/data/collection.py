@@ -25,7 +25,7 @@ import json
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -321,6 +321,17 @@ class Collection:
     def eval_queries(self) -> dict[str, str]:
         """Queries judged in this split, in queries.jsonl order; the ones every metric averages over."""
         return {qid: text for qid, text in self.queries.items() if qid in self.qrels}
+
+    def first_judged_queries(self, n: int) -> "Collection":
+        """The same corpus judged on only its first `n` judged queries (queries.jsonl order): a
+        fixed, reproducible subset for query-time methods too slow for a whole split."""
+        if n < 1:
+            raise ValueError(f"max_queries={n} must be >= 1 (judged queries to evaluate)")
+        keep = list(self.eval_queries())[:n]
+        subset = replace(self, qrels={qid: self.qrels[qid] for qid in keep})
+        for name in ("_corpus_sha256", "corpus_rows", "_doc_ids"):  # same corpus, same caches
+            object.__setattr__(subset, name, getattr(self, name))
+        return subset
 
     def fingerprint(self) -> str:
         """Hex sha256 keying embedding caches: of the corpus.jsonl bytes that were parsed, or, for a

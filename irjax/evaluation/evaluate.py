@@ -89,12 +89,16 @@ def evaluate_retriever(
     download: bool = False,
     streamed: bool = False,
     max_documents: int | None = None,
+    max_queries: int | None = None,
 ) -> dict[str, Any]:
     """Evaluates one retriever on one collection split; the job of gin/eval/*.gin. `streamed`
     keeps the corpus on disk (for corpora larger than memory); `max_documents` (streamed only)
-    evaluates on the corpus's first documents."""
+    evaluates on the corpus's first documents; `max_queries` on the first judged queries only
+    (metrics.json's num_queries says how many)."""
     collection = open_collection(dataset, split, data_dir, download, streamed=streamed,
                                  max_documents=max_documents)
+    if max_queries is not None:
+        collection = collection.first_judged_queries(max_queries)
     record = evaluate_on_collection(collection, retriever, workdir, top_k)
     if is_logging_process():
         print(comparison_table([record]))

@@ -106,3 +106,13 @@ def test_pairwise_reranker_scores_every_pair_in_batches() -> None:
     run = reranker.rerank(queries, candidates, documents)
     assert run == {"q1": {"a": 2.0, "b": 0.0}, "q2": {"a": 0.0, "b": 1.0, "c": 3.0}}
     assert reranker.costs == {"model_calls": 5.0, "flops": 10.0}  # batches of 2, 2, 1 pairs
+
+
+def test_first_judged_queries_keeps_corpus_and_cache_keys(shared_data: Path) -> None:
+    collection = load_collection(shared_data / "scifact", "test")
+    subset = collection.first_judged_queries(7)
+    assert list(subset.eval_queries()) == list(collection.eval_queries())[:7]
+    assert subset.fingerprint() == collection.fingerprint()
+    assert subset.corpus_rows == collection.corpus_rows and subset.documents is collection.documents
+    with pytest.raises(ValueError, match="max_queries=0"):
+        collection.first_judged_queries(0)
