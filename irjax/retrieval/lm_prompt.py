@@ -5,8 +5,10 @@ Listwise (FIRST) and attention-based (ICR) rerankers both need to know exactly w
 tokens belong to which passage (ICR sums attention over a passage's tokens; FIRST checks that
 identifiers are single tokens). Tokenizing the whole prompt and mapping character offsets back is
 fragile across BPE merges at piece boundaries, so prompts here are the concatenation of separately
-tokenized pieces: the spans are exact by construction, and pieces start with a newline or a
-special token, where a BPE tokenizer would split anyway.
+tokenized pieces: the spans are exact by construction. The price is that a separator may come out
+as other tokens than in the joined text (Qwen2.5 merges ".\n\n" into one token, SmolLM2 splits
+"\n\n" after text into two newlines; alone, both give their "\n\n" token): tokens the model
+knows, in a slightly unusual split.
 
 Chat framing follows the GGUF's `tokenizer.chat_template` as LMQueryGenerator does: ChatML with
 the template's default system message (SmolLM2, Qwen2.5 instruct), or a plain prompt ('none').
