@@ -1,6 +1,7 @@
 """DecoderLM.attention_mass (the attention output option ICR reads) equals the same sum computed
 from the dense float64 numpy reference's softmax probabilities, over a fresh cache and over a
 cached prefix with left padding; Gemma 3's sliding layers included."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,21 +32,23 @@ def test_attention_mass_equals_dense_reference(cfg):
 
     # one pass over the whole sequence, every row weighted
     all_weights = rng.random(len(ids))
-    mass, _ = model.apply({"params": params}, jnp.asarray(ids[None]),
-                          init_cache(config, 1, 16), jnp.asarray(all_weights[None]),
-                          method=DecoderLM.attention_mass)
+    # jitted: one compile per shape instead of one per primitive in eager mode
+    attention_mass = jax.jit(lambda *a: model.apply({"params": params}, *a,
+                                                     method=DecoderLM.attention_mass))
+    mass, _ = attention_mass(jnp.asarray(ids[None]), init_cache(config, 1, 16),
+                             jnp.asarray(all_weights[None]))
     expected = reference_mass(cfg, tensors, ids, 0, all_weights)
     np.testing.assert_allclose(np.asarray(mass)[0, :len(ids)], expected, rtol=2e-4, atol=2e-5)
     assert np.all(np.asarray(mass)[0, len(ids):] == 0)  # unwritten slots get nothing
 
     # a cached prefix, then the last tokens with two pads in front (weights 0 on the pads)
-    _, cache = model.apply({"params": params}, jnp.asarray(prefix[None]),
-                           init_cache(config, 1, 16), method=DecoderLM.extend)
+    _, cache = jax.jit(lambda *a: model.apply({"params": params}, *a,
+                                              method=DecoderLM.extend))(
+        jnp.asarray(prefix[None]), init_cache(config, 1, 16))
     padded = np.concatenate([[0, 0], rest])[None]
     mask = np.concatenate([[0, 0], np.ones(len(rest), int)])[None]
     w = np.concatenate([[0.0, 0.0], weights])[None]
-    mass, _ = model.apply({"params": params}, jnp.asarray(padded), cache, jnp.asarray(w),
-                          jnp.asarray(mask), method=DecoderLM.attention_mass)
+    mass, _ = attention_mass(jnp.asarray(padded), cache, jnp.asarray(w), jnp.asarray(mask))
     mass = np.asarray(mass)[0]
     expected = reference_mass(cfg, tensors, ids, len(prefix), weights)
     np.testing.assert_allclose(mass[:len(prefix)], expected[:len(prefix)], rtol=2e-4, atol=2e-5)
