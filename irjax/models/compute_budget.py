@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 from irjax.models.bert import BertConfig
+from irjax.models.decoder_lm import DecoderConfig
 from irjax.models.t5 import T5Config
 
 FLOPS_PER_PARAM_TOKEN = 6  # forward 2 + backward 4
@@ -106,3 +107,35 @@ def steps_for_budget(budget_flops: float, cost: StepCost) -> int:
     if not math.isfinite(budget_flops) or budget_flops <= 0:
         raise ValueError(f"the FLOP budget must be positive and finite, got {budget_flops}")
     return max(1, round(budget_flops / cost.flops_per_step))
+
+
+def decoder_matmul_params(config: DecoderConfig) -> int:
+    """Weights of a decoder LM's layer matmuls (q, k, v, o, gate, up, down), output excluded."""
+    d, f, hd = config.hidden_size, config.intermediate_size, config.head_dim
+    attention = d * hd * (2 * config.num_heads + 2 * config.num_kv_heads)
+    return config.num_layers * (attention + 3 * d * f)
+
+
+def decoder_forward_flops(config: DecoderConfig, tokens: int, context: int = 0,
+                          logit_positions: int = 0) -> float:
+    """Inference FLOPs of one sequence's forward pass over `tokens` new tokens that follow
+    `context` cached ones: 2 x layer matmul weights per token, 2 x hidden x vocab per position
+    projected onto the vocabulary (`logit_positions`: 1 when only the next token is read), and
+    the attention scores and mixing, 4 x heads x head_dim per (query, visible key) pair and
+    layer, causal and capped by a sliding layer's window. Rerankers report it per query as the
+    compute their extra quality costs (inference only: no backward factor here)."""
+    if tokens < 0 or context < 0 or logit_positions < 0:
+        raise ValueError(f"tokens={tokens}, context={context} and logit_positions="
+                         f"{logit_positions} must be >= 0")
+    linear = 2.0 * decoder_matmul_params(config) * tokens
+    logits = 2.0 * config.hidden_size * config.vocab_size * logit_positions
+    pairs_full = tokens * context + tokens * (tokens + 1) / 2  # query t sees context + t + 1 keys
+    per_pair = 4.0 * config.num_heads * config.head_dim
+    attention = 0.0
+    for layer in range(config.num_layers):
+        pairs = pairs_full
+        if config.is_sliding(layer):
+            window = config.sliding_window
+            pairs = sum(min(context + t + 1, window) for t in range(tokens))
+        attention += per_pair * pairs
+    return linear + logits + attention

@@ -264,9 +264,12 @@ class Attention(nn.Module):
         theta, scaling = self._theta()
         return rope(q, positions, theta, scaling), rope(k, positions, theta, scaling), v
 
-    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+               query_weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
         """Output [B, Q, hidden] of queries [B, Q, H, D] over keys/values [B, K, KV, D] under a
-        bool mask [B, 1, Q, K]; softmax in float32."""
+        bool mask [B, 1, Q, K]; softmax in float32. With `query_weights` [B, Q] also the
+        attention mass each key receives, sum over heads and queries of weight x probability
+        ([B, K], float32); without them nothing extra is computed (None)."""
         cfg = self.config
         b, qlen, heads, dim = q.shape
         groups = heads // cfg.num_kv_heads
@@ -276,10 +279,13 @@ class Attention(nn.Module):
         if cfg.attn_logit_softcap:
             scores = jnp.tanh(scores / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
         scores = jnp.where(mask[:, :, None], scores, _MASKED)
-        probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
+        probs32 = jax.nn.softmax(scores, axis=-1)
+        mass = None if query_weights is None else jnp.einsum(
+            "bkgqs,bq->bs", probs32, query_weights.astype(jnp.float32))
+        probs = probs32.astype(cfg.compute_dtype)
         ctx = jnp.einsum("bkgqs,bskd->bqkgd", probs, v).reshape(b, qlen, heads, dim)
         ctx = nn.with_logical_constraint(ctx, ("batch", "length", "heads", "kv"))
-        return nn.with_logical_constraint(self.out(ctx), ("batch", "length", "embed"))
+        return nn.with_logical_constraint(self.out(ctx), ("batch", "length", "embed")), mass
 
 
 class MLP(nn.Module):
@@ -320,10 +326,12 @@ class DecoderLayer(nn.Module):
 
     def __call__(self, x: jax.Array, positions: jax.Array, key_valid: jax.Array,
                  cache: LayerCache | None = None, index: jax.Array | None = None,
-                 key_positions: jax.Array | None = None) -> tuple[jax.Array, LayerCache | None]:
+                 key_positions: jax.Array | None = None, query_weights: jax.Array | None = None
+                 ) -> tuple[jax.Array, LayerCache | None, jax.Array | None]:
         """x [B, T, hidden] at `positions` [B, T]. Without a cache the T tokens attend to each
         other (`key_valid` [B, T]); with one they are written at slot `index` and attend to every
-        cached slot (`key_valid`, `key_positions` [B, S] already include them)."""
+        cached slot (`key_valid`, `key_positions` [B, S] already include them). Returns the new
+        x, the cache and, given `query_weights` [B, T], the attention mass per key (`attend`)."""
         cfg = self.config
         h = self.pre_attention_norm(x)
         q, k, v = self.attention.project(h, positions)
@@ -335,14 +343,14 @@ class DecoderLayer(nn.Module):
         else:
             key_positions = positions
         mask = attention_mask(positions, key_positions, key_valid, cfg.causal, self.window())
-        h = self.attention.attend(q, k, v, mask)
+        h, mass = self.attention.attend(q, k, v, mask, query_weights)
         if cfg.sandwich_norms:
             h = self.post_attention_norm(h)
         x = x + h
         h = self.mlp(self.pre_mlp_norm(x))
         if cfg.sandwich_norms:
             h = self.post_mlp_norm(h)
-        return nn.with_logical_constraint(x + h, ("batch", "length", "embed")), cache
+        return nn.with_logical_constraint(x + h, ("batch", "length", "embed")), cache, mass
 
 
 class DecoderLM(nn.Module):
@@ -384,7 +392,7 @@ class DecoderLM(nn.Module):
         positions = positions_from_mask(mask)
         x = self._embed(ids)
         for layer in self.layers:
-            x, _ = layer(x, positions, mask > 0)
+            x, _, _ = layer(x, positions, mask > 0)
         return self.final_norm(x)
 
     def __call__(self, ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -399,22 +407,43 @@ class DecoderLM(nn.Module):
         `last_only`: logits [B, 1, vocab] of the last slot only. Generation needs nothing else
         from a left-padded prompt, and the vocabulary projection of every prompt position is a
         large share of the prompt pass (a 49k-152k vocabulary against a ~0.5-1k hidden size)."""
+        x, cache, _ = self._extend_layers(ids, cache, mask)
+        if last_only:
+            x = x[:, -1:]
+        return self.logits(self.final_norm(x)), cache
+
+    def attention_mass(self, ids: jax.Array, cache: DecodeCache, query_weights: jax.Array,
+                       mask: jax.Array | None = None) -> tuple[jax.Array, DecodeCache]:
+        """Appends ids [B, T] as `extend` does and returns, instead of logits, how much attention
+        the new tokens pay to every cache slot: float32 [B, max_length], the sum over layers,
+        heads and new tokens t of query_weights[b, t] x softmax probability (pads and unwritten
+        slots get 0). Attention-based rerankers (ICR) read documents' scores off it; the
+        probabilities themselves ([B, heads, T, S] per layer) are never materialised as output."""
+        x, cache, mass = self._extend_layers(ids, cache, mask, query_weights)
+        del x
+        return mass, cache
+
+    def _extend_layers(self, ids: jax.Array, cache: DecodeCache, mask: jax.Array | None,
+                       query_weights: jax.Array | None = None
+                       ) -> tuple[jax.Array, DecodeCache, jax.Array | None]:
+        """The layers of `extend`: (last hidden states before the final norm, the advanced
+        cache, the attention mass summed over layers when `query_weights` is given)."""
         mask = jnp.ones(ids.shape, jnp.int32) if mask is None else mask.astype(jnp.int32)
         positions = positions_from_mask(mask, cache.next_position)
         index = cache.index
         key_positions = lax.dynamic_update_slice_in_dim(cache.key_positions, positions, index, 1)
         key_valid = lax.dynamic_update_slice_in_dim(cache.key_valid, mask > 0, index, 1)
         x = self._embed(ids)
-        written = []
+        written, total = [], None
         for layer, layer_cache in zip(self.layers, cache.layers):
-            x, layer_cache = layer(x, positions, key_valid, layer_cache, index, key_positions)
+            x, layer_cache, mass = layer(x, positions, key_valid, layer_cache, index,
+                                         key_positions, query_weights)
             written.append(layer_cache)
-        if last_only:
-            x = x[:, -1:]
-        logits = self.logits(self.final_norm(x))
-        return logits, DecodeCache(tuple(written), key_positions, key_valid,
-                                   cache.next_position + jnp.sum(mask, axis=1, dtype=jnp.int32),
-                                   index + ids.shape[1])
+            if mass is not None:
+                total = mass if total is None else total + mass
+        return x, DecodeCache(tuple(written), key_positions, key_valid,
+                              cache.next_position + jnp.sum(mask, axis=1, dtype=jnp.int32),
+                              index + ids.shape[1]), total
 
 
 def init_cache(config: DecoderConfig, batch: int, max_length: int,

@@ -94,8 +94,9 @@ def reference_logits(cfg: dict, t: dict[str, np.ndarray], ids: np.ndarray,
 
 
 def reference_hidden(cfg: dict, t: dict[str, np.ndarray], ids: np.ndarray,
-                     causal: bool = True) -> np.ndarray:
-    """float64 final (normed) hidden states [T, hidden] of one unpadded sequence `ids` [T]."""
+                     causal: bool = True, attentions: list | None = None) -> np.ndarray:
+    """float64 final (normed) hidden states [T, hidden] of one unpadded sequence `ids` [T].
+    `attentions`, when given, receives each layer's softmax probabilities [heads, T, T]."""
     t = {k: v.astype(np.float64) for k, v in t.items()}
     gemma, eps = is_gemma(cfg), cfg["rms_norm_eps"]
     h, kv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
@@ -126,12 +127,16 @@ def reference_hidden(cfg: dict, t: dict[str, np.ndarray], ids: np.ndarray,
                 allowed &= diff < cfg["sliding_window"]
         else:
             allowed = np.abs(diff) <= (cfg["sliding_window"] // 2 if sliding else length)
-        heads = []
+        heads, layer_probs = [], []
         for head in range(h):
             group = head // (h // kv)
             scores = np.where(allowed, q[:, head] @ k[:, group].T * scale, -np.inf)
             probs = np.exp(scores - scores.max(-1, keepdims=True))
-            heads.append((probs / probs.sum(-1, keepdims=True)) @ v[:, group])
+            probs = probs / probs.sum(-1, keepdims=True)
+            layer_probs.append(probs)
+            heads.append(probs @ v[:, group])
+        if attentions is not None:
+            attentions.append(np.stack(layer_probs))
         attn = np.concatenate(heads, -1) @ t[p + "self_attn.o_proj.weight"].T
         if gemma:
             attn = _rms(attn, t[p + "post_attention_layernorm.weight"], eps, True)
