@@ -59,7 +59,7 @@ def register_all() -> None:
     from irjax.index import base as index_base
     from irjax.models import dual_encoder, efficiency, weights_dir
     from irjax.retrieval import (bm25, dense, embedding_gemma_retriever, first_reranker,
-                                 icr_reranker, rerank, sparse)
+                                 icr_reranker, query_expansion, rerank, sparse)
     from irjax.data import fewshot_prompts
     from irjax.decoding import lm_query_generation
     from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, generate_queries,
@@ -77,6 +77,8 @@ def register_all() -> None:
     gin.external_configurable(rerank.PairwiseReranker, "PairwiseReranker")
     gin.external_configurable(first_reranker.first_reranker, "first_reranker")
     gin.external_configurable(icr_reranker.icr_reranker, "icr_reranker")
+    gin.external_configurable(query_expansion.hyde_retriever, "hyde_retriever")
+    gin.external_configurable(query_expansion.genqr_retriever, "genqr_retriever")
     gin.external_configurable(embedding_gemma_retriever.embedding_gemma_retriever,
                               "embedding_gemma_retriever")
     gin.external_configurable(sparse.pretrained_splade_retriever, "splade_retriever")

@@ -113,6 +113,11 @@ class FewShotPrompt:
             truncate_tokens(tokenizer, e.query, config.query_max_tokens)) for e in examples]
         self.system = system_default if config.system is None else config.system
 
+    @property
+    def chat(self) -> str:
+        """The chat format ('none' | 'chatml'): what the generator's stop ids depend on."""
+        return self.config.chat
+
     def cut_document(self, text: str) -> str:
         return truncate_tokens(self.tokenizer, text, self.config.doc_max_tokens)
 

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 
@@ -76,14 +76,28 @@ def _stop_ids(tokenizer: Any, special: SpecialIds, chat: str) -> list[int]:
     return sorted(ids)
 
 
+class GenerationPrompt(Protocol):
+    """What the generator needs of a prompt: the text shared by every row, the whole prompt of
+    one input, and its chat format. A `FewShotPrompt` (a document in, a query out) or an
+    `irjax.data.instruction_prompts.InstructionPrompt` (a query in, a passage or keywords out)."""
+
+    @property
+    def chat(self) -> str: ...
+
+    def prefix(self) -> str: ...
+
+    def text(self, item: str) -> str: ...
+
+
 class LMQueryGenerator:
-    """A decoder LM, its tokenizer and one few-shot prompt; `generate` writes queries."""
+    """A decoder LM, its tokenizer and one prompt (few-shot or zero-shot instruction);
+    `generate` continues the prompt of every input."""
 
     def __init__(self, model: DecoderLM, params: Any, tokenizer: Any, special: SpecialIds,
-                 prompt: FewShotPrompt, sampling: SamplingConfig, name: str = "lm"):
+                 prompt: GenerationPrompt, sampling: SamplingConfig, name: str = "lm"):
         self.model, self.params, self.tokenizer = model, params, tokenizer
         self.special, self.prompt, self.sampling, self.name = special, prompt, sampling, name
-        self.stop_ids = _stop_ids(tokenizer, special, prompt.config.chat)
+        self.stop_ids = _stop_ids(tokenizer, special, prompt.chat)
         self.pad_id = special.pad if special.pad is not None else 0
         self._prefix_ids = self._encode(prompt.prefix())
         self._cache: tuple[int, int, Any] | None = None  # (shared tokens, slots, DecodeCache)

@@ -145,17 +145,39 @@ class DenseRetriever:
         """float32 [num_documents, dim] corpus vectors (decoded from the shards)."""
         return self._truncate(self.corpus_shards(collection).matrix())
 
-    def encode_queries(self, texts: list[str]) -> np.ndarray:
-        """float32 [len(texts), dim]: each process encodes its share, all get every vector."""
+    def encode_queries(self, texts: list[str], side: str = "query") -> np.ndarray:
+        """float32 [len(texts), dim]: each process encodes its share, all get every vector.
+        `side='document'` encodes them with the document encoder instead (texts written to look
+        like documents, e.g. HyDE's hypothetical passages; the same encoder for MiniLM)."""
+        check_choice("DenseRetriever.encode_queries side", side, ("query", "document"))
+        encoder, model = ((self._query_encoder, self.query_encoder) if side == "query"
+                          else (self._doc_encoder, self.encoder))
         share = texts[my_share(len(texts))]
-        return self._truncate(gather_rows(encode_texts(self._query_encoder, share,
-                                                       self.query_encoder.dim)))
+        return self._truncate(gather_rows(encode_texts(encoder, share, model.dim)))
 
     def _truncate(self, vectors: np.ndarray) -> np.ndarray:
         """The vectors as indexed and searched: the Matryoshka prefix when `dim` is set."""
         return vectors if self.dim is None else self.encoder.truncate(vectors, self.dim)
 
     def retrieve(self, collection: Collection, queries: dict[str, str], k: int) -> Run:
+        texts = list(queries.values())
+        if self.warm_queries:  # compiles every length bucket, so the timing below is query time
+            start = time.perf_counter()
+            self.encode_queries(texts)
+            self.timings["compile_queries_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        query_vectors = self.encode_queries(texts)
+        encode_s = time.perf_counter() - start
+        run = self.search(collection, list(queries), query_vectors, k)
+        self.timings["encode_queries_s"] = encode_s
+        return run
+
+    def search(self, collection: Collection, query_ids: list[str], query_vectors: np.ndarray,
+               k: int) -> Run:
+        """The run of given query vectors (one row per id, from `encode_queries` or combined
+        from several of its vectors, as query expansion does) over the corpus index."""
+        if len(query_ids) != len(query_vectors):
+            raise ValueError(f"{len(query_ids)} query ids but {len(query_vectors)} vectors")
         start = time.perf_counter()
         shards = self.corpus_shards(collection)
         self.timings["encode_corpus_s"] = time.perf_counter() - start
@@ -166,20 +188,14 @@ class DenseRetriever:
                                   self.index_options, self.save_index_to, self.index_parts,
                                   transform=None if self.dim is None else self._truncate)
         self.timings["index_build_s"] = time.perf_counter() - start
-        texts = list(queries.values())
-        if self.warm_queries:  # compiles every length bucket, so the timing below is query time
-            start = time.perf_counter()
-            self.encode_queries(texts)
-            self.timings["compile_queries_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        query_vectors = self.encode_queries(texts)
-        self.timings["encode_queries_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        scores, rows = search_everywhere(index, query_vectors, min(k, shards.layout.count))
+        scores, rows = search_everywhere(index, np.asarray(query_vectors, np.float32),
+                                         min(k, shards.layout.count))
         self.timings["search_s"] = time.perf_counter() - start
-        self.timings["search_queries_per_s"] = len(texts) / max(self.timings["search_s"], 1e-9)
+        self.timings["search_queries_per_s"] = len(query_ids) / max(self.timings["search_s"],
+                                                                    1e-9)
         self.timings["processes"] = jax.process_count()
-        return to_run(list(queries), scores, rows, collection.doc_ids)
+        return to_run(list(query_ids), scores, rows, collection.doc_ids)
 
 
 def dual_encoder_retriever(model: DualEncoderModel, params: Any, tokenizer: WordPieceTokenizer,
