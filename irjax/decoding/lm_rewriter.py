@@ -6,7 +6,7 @@ hypothetical passages, GenQREnsemble's keywords), through a disk cache of genera
 
 The LM is loaded once; every template gets its own `LMQueryGenerator` over the same weights, so
 its instruction is encoded once and shared by every row. `costs` totals the last `rewrite`:
-`lm_tokens` (prompt + generated tokens of every row), `flops` (irjax.models.lm_flops),
+`lm_tokens` (prompt + generated tokens of every row), `flops` (irjax.models.compute_budget.generation_flops),
 `lm_ms` (wall time of generating them, taken from the cache entry when it was served from
 there), `generated_rows` / `cached_rows` (rows generated in this call vs. read back).
 """
@@ -25,7 +25,7 @@ from irjax.decoding.generation_cache import GenerationCache
 from irjax.decoding.lm_query_generation import LMQueryGenerator, SamplingConfig
 from irjax.files import cache_root, sha256_file
 from irjax.models.decoder_lm import DecoderLM
-from irjax.models.lm_flops import generation_flops
+from irjax.models.compute_budget import generation_flops
 from irjax.models.lm_import import load_lm, to_device
 
 

@@ -139,3 +139,10 @@ def decoder_forward_flops(config: DecoderConfig, tokens: int, context: int = 0,
             pairs = sum(min(context + t + 1, window) for t in range(tokens))
         attention += per_pair * pairs
     return linear + logits + attention
+
+
+def generation_flops(config: DecoderConfig, prompt_tokens: int, generated_tokens: int) -> float:
+    """Inference FLOPs of one generated row: the prompt's forward pass and each new token over
+    the cache, with the vocabulary projected at every position whose logits are sampled from (the
+    prompt's last and each new token but the final one: `generated_tokens` positions)."""
+    return decoder_forward_flops(config, prompt_tokens + generated_tokens, 0, generated_tokens)

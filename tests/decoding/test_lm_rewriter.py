@@ -9,7 +9,7 @@ from irjax.decoding import lm_query_generation
 from irjax.decoding.lm_query_generation import SamplingConfig
 from irjax.decoding.lm_rewriter import LMRewriter
 from irjax.models.decoder_lm import DecoderLM
-from irjax.models.lm_flops import generation_flops
+from irjax.models.compute_budget import generation_flops
 from irjax.models.lm_import import config_from_hf, convert_state_dict
 from tests.helpers.char_tokenizer import SPECIAL, VOCAB_SIZE, char_tokenizer
 from tests.helpers.tiny_lm import LLAMA, random_checkpoint

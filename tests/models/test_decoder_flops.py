@@ -6,8 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from irjax.models.compute_budget import decoder_forward_flops, decoder_matmul_params
+from irjax.models.compute_budget import (decoder_forward_flops, decoder_matmul_params,
+                                         generation_flops)
 from irjax.models.decoder_lm import DecoderConfig, DecoderLM
+from irjax.models.lm_import import config_from_hf
+from tests.helpers.tiny_lm import LLAMA
 
 TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_layers=3, num_heads=4,
             num_kv_heads=2, head_dim=16)
@@ -40,3 +43,12 @@ def test_forward_flops_split_at_a_cache_boundary_add_up():
     capped = sum(min(t + 1, 4) for t in range(30))
     assert decoder_forward_flops(sliding, 30) == pytest.approx(
         2 * decoder_matmul_params(sliding) * 30 + 4 * 4 * 16 * (pairs + 2 * capped))
+
+
+def test_generation_flops_is_the_forward_pass_with_sampled_positions_projected() -> None:
+    config = config_from_hf(LLAMA)
+    per_token = decoder_matmul_params(config)
+    head = 2 * config.hidden_size * config.vocab_size
+    attention_pair = 4 * config.num_layers * config.num_heads * config.head_dim
+    assert generation_flops(config, 3, 0) == 2 * per_token * 3 + attention_pair * 6
+    assert generation_flops(config, 3, 2) == 2 * per_token * 5 + head * 2 + attention_pair * 15
