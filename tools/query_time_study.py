@@ -6,8 +6,8 @@
 
 Each method is a gin config run through `python -m irjax.main` into OUT/<dataset>_<split>/<method>/
 (skipped when its metrics.json exists, so the study resumes after a kill and reruns only what is
-missing). Slow LM methods (`slow` below) run on the split's first `--max-queries` judged queries
-(evaluate_retriever.max_queries). `--learned` adds rows from workdirs that already hold a
+missing). Slow LM methods run on the split's first 50 or 100 judged queries (`max_queries` below,
+or `--max-queries` for all of them; evaluate_retriever.max_queries). `--learned` adds rows from workdirs that already hold a
 metrics.json (fine-tuned retrievers, AR2, the trained cross-encoder), without training anything.
 
 Per row: queries evaluated, nDCG@10, R@100, the change in nDCG@10 against the method's base (BM25
@@ -41,18 +41,37 @@ class Method:
     gin_file: str
     bindings: dict[str, Any] = field(default_factory=dict)
     base: str | None = None  # the row its nDCG@10 change is measured against
-    slow: bool = False  # evaluated on the first --max-queries judged queries
+    max_queries: int | None = None  # slow LM methods: the split's first judged queries only
+
+
+SMOL = "'smollm2-135m-instruct'"
 
 
 METHODS: dict[str, Method] = {
     "bm25": Method("gin/eval/bm25.gin"),
     "minilm": Method("gin/eval/minilm.gin", {"INDEX": "'exact'"}),
+    # listwise / attention rerankers of BM25's top 10 (passages cut to 64 tokens)
+    "bm25-first-smollm2-d10": Method("gin/eval/first_rerank.gin", {"LM": SMOL, "DEPTH": "10"},
+                                     "bm25", 50),
+    "bm25-icr-smollm2-d10": Method("gin/eval/icr_rerank.gin", {"LM": SMOL, "DEPTH": "10"},
+                                   "bm25", 50),
+    # LM query expansion (4 HyDE passages; 10 GenQREnsemble instructions, query x5 for BM25)
+    "bm25-hyde-smollm2": Method("gin/eval/hyde.gin", {"LM": SMOL, "FIRST_STAGE": "'bm25'"},
+                                "bm25", 100),
+    "bm25-hyde-smollm2-q5": Method(
+        "gin/eval/hyde.gin", {"LM": SMOL, "FIRST_STAGE": "'bm25'",
+                              "hyde_retriever.query_repeats": "5"}, "bm25", 100),
+    "minilm-hyde-smollm2": Method("gin/eval/hyde.gin", {"LM": SMOL, "FIRST_STAGE": "'minilm'"},
+                                  "minilm", 100),
+    "bm25-genqr-smollm2": Method("gin/eval/genqr_ensemble.gin",
+                                 {"LM": SMOL, "FIRST_STAGE": "'bm25'"}, "bm25", 100),
+    "minilm-genqr-smollm2": Method("gin/eval/genqr_ensemble.gin",
+                                   {"LM": SMOL, "FIRST_STAGE": "'minilm'"}, "minilm", 100),
 }
 
 # Keys of metrics.json's timings that are time added per query by the method (ms) and LM tokens
 # per query; a row sums the ones it has.
-ADDED_MS_KEYS = ("rerank_ms_per_query", "lm_ms_per_query", "expansion_ms_per_query",
-                 "query_encode_ms_per_query")
+ADDED_MS_KEYS = ("rerank_ms_per_query", "lm_ms_per_query", "query_encode_ms_per_query")
 LM_TOKEN_SUFFIX = "lm_tokens_per_query"
 
 
@@ -88,8 +107,9 @@ def run_method(label: str, method: Method, dataset: str, split: str, workdir: Pa
         return True
     bindings = {"DATA_DIR": f"'{dataset}'", "SPLIT": f"'{split}'", "WORKDIR": f"'{workdir}'",
                 **method.bindings}
-    if method.slow and max_queries:
-        bindings["evaluate_retriever.max_queries"] = str(max_queries)
+    queries = max_queries or method.max_queries
+    if method.max_queries and queries:
+        bindings["evaluate_retriever.max_queries"] = str(queries)
     command = [sys.executable, "-m", "irjax.main", f"--gin_file={method.gin_file}",
                *(f"--gin.{k}={v}" for k, v in bindings.items())]
     print(f"[{time.strftime('%H:%M:%S')}] {dataset}/{split} {label}: {' '.join(command[1:])}",
@@ -160,8 +180,9 @@ def main() -> None:
     parser.add_argument("--datasets", default="scifact:test,nfcorpus:dev,cranfield:test")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated, from: {', '.join(METHODS)}")
-    parser.add_argument("--max-queries", type=int, default=100,
-                        help="judged queries for the slow LM methods (0: the whole split)")
+    parser.add_argument("--max-queries", type=int, default=None,
+                        help="judged queries for every slow LM method, instead of each one's own "
+                             "default (50 or 100)")
     parser.add_argument("--learned", nargs="*", default=[], metavar="LABEL@DATASET=WORKDIR")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args()
@@ -185,7 +206,7 @@ def main() -> None:
         for label in methods:
             if not run_method(label, METHODS[label], dataset, split,
                               args.out / f"{dataset}_{split}" / label,
-                              args.max_queries or None, args.dry_run):
+                              args.max_queries, args.dry_run):
                 failed.append(f"{dataset}:{split}/{label}")
     if args.dry_run:
         return
