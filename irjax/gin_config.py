@@ -58,7 +58,8 @@ def register_all() -> None:
     from irjax.evaluation import evaluate
     from irjax.index import base as index_base
     from irjax.models import dual_encoder, efficiency, weights_dir
-    from irjax.retrieval import bm25, dense, embedding_gemma_retriever, rerank, sparse
+    from irjax.retrieval import (anncur, bm25, dense, embedding_gemma_retriever,
+                                 encoder_pair_scorer, rerank, sparse)
     from irjax.data import fewshot_prompts
     from irjax.decoding import lm_query_generation
     from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, generate_queries,
@@ -74,6 +75,8 @@ def register_all() -> None:
     gin.external_configurable(rerank.RerankingRetriever, "RerankingRetriever")
     gin.external_configurable(rerank.IdentityReranker, "IdentityReranker")
     gin.external_configurable(rerank.PairwiseReranker, "PairwiseReranker")
+    gin.external_configurable(anncur.AnnCURRetriever, "AnnCURRetriever")
+    gin.external_configurable(encoder_pair_scorer.EncoderPairScorer, "EncoderPairScorer")
     gin.external_configurable(embedding_gemma_retriever.embedding_gemma_retriever,
                               "embedding_gemma_retriever")
     gin.external_configurable(sparse.pretrained_splade_retriever, "splade_retriever")
