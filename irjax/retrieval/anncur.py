@@ -16,8 +16,9 @@ rerank_depth, whatever N. With k_i = N anchor items and R of full column rank, p
 the identity and s_hat is the exact score row.
 
 Anchor items are drawn uniformly at random (seeded) once per corpus and shared by all queries,
-as in the paper's main setting. The offline matrix is cached on disk, keyed by the scorer, the
-corpus and the anchor queries, because it costs k_q x N cross-encoder calls.
+as in the paper's main setting. The offline matrix is cached on disk, keyed by the scorer's
+`fingerprint`, the corpus and the anchor queries, because it costs k_q x N cross-encoder calls;
+a scorer without a fingerprint is not cached (its name need not change with its weights).
 
 Takes any `PairScorer` (irjax/retrieval/rerank.py), so it runs with a trained cross-encoder or,
 in tests, with a scorer whose exact k-NN is known.
@@ -95,7 +96,7 @@ def choose_anchor_items(num_items: int, count: int, seed: int) -> np.ndarray:
 
 def _matrix_key(scorer: PairScorer, collection: Collection, anchors: Mapping[str, str]) -> str:
     digest = hashlib.sha256(json.dumps({
-        "version": _FORMAT_VERSION, "scorer": getattr(scorer, "fingerprint", scorer.name),
+        "version": _FORMAT_VERSION, "scorer": scorer.fingerprint,  # type: ignore[attr-defined]
         "corpus": collection.fingerprint()}).encode())
     for qid, text in anchors.items():
         digest.update(json.dumps([qid, text], ensure_ascii=False).encode() + b"\n")
@@ -190,10 +191,15 @@ class AnnCURRetriever:
 
     def anchor_matrix(self, collection: Collection, anchors: Mapping[str, str]) -> np.ndarray:
         """R [k_q, N]: the anchor queries scored against every document (cached on disk)."""
-        key = _matrix_key(self.scorer, collection, anchors)
-        path = Path(self.cache_dir or cache_root() / "anncur") / f"anchors-{key}.npy"
         shape = (len(anchors), len(collection.documents))
-        matrix = _load_matrix(path, shape)
+        path = None
+        if hasattr(self.scorer, "fingerprint"):
+            key = _matrix_key(self.scorer, collection, anchors)
+            path = Path(self.cache_dir or cache_root() / "anncur") / f"anchors-{key}.npy"
+        else:
+            log.warning("%s has no fingerprint (what identifies its weights), so its anchor "
+                        "score matrix is not cached", self.scorer.name)
+        matrix = None if path is None else _load_matrix(path, shape)
         if matrix is not None:
             log.info("loaded the %d x %d anchor score matrix from %s", *shape, path)
             return matrix
@@ -204,7 +210,8 @@ class AnnCURRetriever:
                               [d.contents for d in collection.documents], self.batch_size)
         self.timings["offline_scoring_s"] = time.perf_counter() - start
         self.timings["offline_ce_calls"] = float(matrix.size)
-        _save_matrix(path, matrix)
+        if path is not None:
+            _save_matrix(path, matrix)
         return matrix
 
     # -- online -------------------------------------------------------------------------------
