@@ -63,8 +63,8 @@ def register_all() -> None:
     from irjax.data import fewshot_prompts
     from irjax.decoding import lm_query_generation
     from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, generate_queries,
-                            pair_data, train_bebr, train_dsi, train_dual_encoder, train_jpq,
-                            train_multi_vector, train_query_generator, train_splade)
+                            pair_data, train_ar2, train_bebr, train_dsi, train_dual_encoder,
+                            train_jpq, train_multi_vector, train_query_generator, train_splade)
     from irjax.training import optimizer, trainer_config
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
@@ -106,6 +106,7 @@ def register_all() -> None:
     gin.external_configurable(weights_dir.gguf_path, "gguf_path")
     gin.external_configurable(train_jpq.train_jpq, "train_jpq")
     gin.external_configurable(train_bebr.train_bebr, "train_bebr")
+    gin.external_configurable(train_ar2.train_ar2, "train_ar2")
     _REGISTERED = True
 
 
