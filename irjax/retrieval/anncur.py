@@ -162,6 +162,12 @@ class AnnCURRetriever:
         self.cache_dir = cache_dir
         self.name = name or f"anncur({scorer.name},ki={num_anchor_items},depth={rerank_depth})"
         self.timings: dict[str, float] = {}
+        self._stats: dict[str, float] = {}
+
+    def index_stats(self) -> dict[str, float]:
+        """What the method keeps per document (float64): the projection pinv(R[:, anchors]) @ R
+        that online search multiplies (k_i numbers), and the anchor matrix R it came from (k_q)."""
+        return dict(self._stats)
 
     # -- offline ------------------------------------------------------------------------------
     def anchor_queries(self, collection: Collection, exclude: Mapping[str, str]) -> dict[str, str]:
@@ -223,6 +229,8 @@ class AnnCURRetriever:
         items = choose_anchor_items(matrix.shape[1], self.num_anchor_items, self.seed)
         projection = cur_projection(matrix, items, self.rcond)
         self.timings["offline_s"] = time.perf_counter() - start
+        self._stats = {"bytes_per_doc": float(projection.shape[0] * projection.itemsize),
+                       "anchor_matrix_bytes_per_doc": float(matrix.shape[0] * matrix.itemsize)}
         run, costs = self.search(queries, [d.contents for d in collection.documents],
                                  collection.doc_ids, items, projection, k)
         n = max(len(queries), 1)
