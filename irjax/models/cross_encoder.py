@@ -141,9 +141,12 @@ class CrossEncoderScorer:
         return Path(directory)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, **options: Any) -> "CrossEncoderScorer":
-        """A directory written by `save` (e.g. WORKDIR/cross_encoder of train_cross_encoder).
-        `options` override the saved max_length/query_max_length and set batching."""
+    def load(cls, directory: str | os.PathLike, max_length: int | None = None,
+             query_max_length: int | None = None, batch_size: int = 32,
+             bucket_multiple: int = 32,
+             micro_batch_tokens: int | None | str = "auto") -> "CrossEncoderScorer":
+        """A directory written by `save` (e.g. WORKDIR/cross_encoder of train_cross_encoder);
+        the pair lengths default to the saved ones."""
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file() or not (directory / WEIGHTS_FILE).is_file():
@@ -165,10 +168,12 @@ class CrossEncoderScorer:
             raise InputFileError(f"{directory / WEIGHTS_FILE} does not match {config_path}: these "
                                  f"(name, shape) differ: {wrong[:6]}; re-save the model")
         params = traverse_util.unflatten_dict(tensors, sep="/")
-        settings = {"max_length": values["max_length"],
-                    "query_max_length": values["query_max_length"], **options}
         return cls(module, params, WordPieceTokenizer(directory),
-                   name=values.get("name", directory.name), **settings)
+                   name=values.get("name", directory.name),
+                   max_length=max_length or values["max_length"],
+                   query_max_length=query_max_length or values["query_max_length"],
+                   batch_size=batch_size, bucket_multiple=bucket_multiple,
+                   micro_batch_tokens=micro_batch_tokens)
 
     # -- scoring -------------------------------------------------------------------------------
     def _sliced_forward(self, params: Any, ids: jax.Array, types: jax.Array,

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from irjax.models.bert import BertConfig
 from irjax.models.cross_encoder import CrossEncoder
+from irjax.models.dual_encoder import slice_count
 from irjax.models.efficiency import EncoderEfficiency
 
 
@@ -42,12 +43,7 @@ class CrossEncoderModel:
     config: BertConfig
     dropout: bool = True
     dtype: Any = jnp.float32
-    efficiency: EncoderEfficiency = EncoderEfficiency()  # attention and remat; no GradCache
-
-    def __post_init__(self) -> None:
-        if self.efficiency.grad_cache_tokens is not None:
-            raise ValueError("EncoderEfficiency.grad_cache_tokens applies to dual encoders only; "
-                             "a cross-encoder's loss has no cheap embedding stage to cache")
+    efficiency: EncoderEfficiency = EncoderEfficiency()  # attention, remat, sliced scoring
 
     @property
     def module(self) -> CrossEncoder:
@@ -65,12 +61,29 @@ class CrossEncoderModel:
 
     def scores(self, params: Any, batch: Mapping[str, jax.Array],
                rng: jax.Array | None = None) -> jax.Array:
-        """Scores [b, G] of every pair of every group; dropout on when `rng` is given."""
+        """Scores [b, G] of every pair of every group; dropout on when `rng` is given.
+
+        With `efficiency.grad_cache_tokens=T` the pairs are scored in rematerialised slices of
+        about T tokens (GradCache with the score as the cached "embedding": the forward keeps
+        only the scores, the backward re-runs one slice at a time). Same loss and gradients with
+        dropout off; activation memory of one slice, and on CPU cache-sized slices run faster."""
         b, groups, length = batch["pair_ids"].shape
+        rows = b * groups
         train = rng is not None and self.dropout
-        flat = [batch[k].reshape(b * groups, length) for k in ("pair_ids", "pair_mask", "pair_types")]
-        out = self.module.apply({"params": params}, *flat, deterministic=not train,
-                                rngs={"dropout": rng} if train else None)
+        flat = tuple(batch[k].reshape(rows, length) for k in ("pair_ids", "pair_mask", "pair_types"))
+
+        def score(p: Any, ids: jax.Array, mask: jax.Array, types: jax.Array,
+                  key: jax.Array) -> jax.Array:
+            return self.module.apply({"params": p}, ids, mask, types, deterministic=not train,
+                                     rngs={"dropout": key} if train else None)
+
+        key = rng if rng is not None else jax.random.key(0)
+        count = slice_count(rows, length, self.efficiency.grad_cache_tokens)
+        if count == 1:
+            return score(params, *flat, key).reshape(b, groups)
+        keys = jax.random.split(key, count)
+        sliced = tuple(x.reshape(count, rows // count, length) for x in flat)
+        out = jax.lax.map(lambda xs: jax.checkpoint(score)(params, *xs), (*sliced, keys))
         return out.reshape(b, groups)
 
     def loss(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array

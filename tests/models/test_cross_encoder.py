@@ -10,6 +10,7 @@ from irjax.errors import InputFileError, MissingFileError
 from irjax.models.bert import BertConfig, BertEncoder
 from irjax.models.cross_encoder import CrossEncoder, CrossEncoderScorer, pair_flops
 from irjax.models.cross_encoder_training import CrossEncoderModel, localized_contrastive_loss
+from irjax.models.efficiency import EncoderEfficiency
 from irjax.models.hf_import import load_bert_params
 from irjax.models.pretrained import load_checkpoint
 
@@ -139,3 +140,26 @@ def test_save_and_load_round_trip(tmp_path):
         '"num_hidden_layers": 6', '"num_hidden_layers": 5'))
     with pytest.raises(InputFileError, match="does not match"):
         CrossEncoderScorer.load(saved)
+
+
+def test_sliced_scoring_gives_the_same_loss_and_gradients():
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=32, max_position_embeddings=24)
+    rng = np.random.default_rng(0)
+    batch = {"pair_ids": rng.integers(4, 64, (2, 3, 8)).astype(np.int32),
+             "pair_types": np.repeat(np.array([0] * 4 + [1] * 4, np.int32)[None, None], 6, 1)
+             .reshape(2, 3, 8),
+             "pair_mask": np.ones((2, 3, 8), np.int32)}
+    batch["pair_mask"][:, :, 6:] = 0
+    whole = CrossEncoderModel(config, dropout=False)
+    sliced = CrossEncoderModel(config, dropout=False,
+                               efficiency=EncoderEfficiency(grad_cache_tokens=16))  # 2 rows a slice
+    params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x,
+                          whole.init_variables(jax.random.key(0), batch),
+                          is_leaf=lambda x: hasattr(x, "value"))
+    grad = lambda model: jax.value_and_grad(  # noqa: E731
+        lambda p: model.loss(p, batch, jax.random.key(1))[0])(params)
+    (loss_a, grads_a), (loss_b, grads_b) = grad(whole), grad(sliced)
+    np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
