@@ -37,6 +37,7 @@ from irjax.models.cross_encoder import CrossEncoderScorer
 from irjax.models.cross_encoder_training import CrossEncoderModel
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.dual_encoder_training import DualEncoderModel
+from irjax.models.efficiency import EncoderEfficiency
 from irjax.models.hf_import import load_bert_params
 from irjax.models.pretrained import load_checkpoint
 from irjax.parallel.partitioning import create_mesh
@@ -103,11 +104,13 @@ def train_ar2(
     evaluate_zero_shot: bool = False,
     pretrained: str | None = None,
     data_dir: str | None = None,
+    efficiency: EncoderEfficiency = EncoderEfficiency(),
 ) -> dict[str, Any]:
     """Trains the retriever (MiniLM, `pretrained`) and the ranker (a CrossEncoderScorer
     directory `ranker`, else MiniLM with a fresh head) with AR2 and evaluates the retriever on
     `eval_split`. `data.num_hard_negatives` retrieved negatives join each row's positive;
-    `data.hard_negative_*` are unused (the negatives come from the retriever)."""
+    `data.hard_negative_*` are unused (the negatives come from the retriever). `efficiency`:
+    the retriever's switches; its `grad_cache_tokens` slices the ranker's pairs too (ar2.py)."""
     if reindex_every < 1:
         raise ValueError(f"reindex_every={reindex_every} must be >= 1 (steps per round)")
     if data.num_hard_negatives < 1:
@@ -123,7 +126,7 @@ def train_ar2(
 
     mesh = create_mesh(*trainer.mesh_shape)
     retriever_model = DualEncoderModel(config, temperature=temperature, pooling=checkpoint.pooling,
-                                       data_shards=mesh.shape["data"])
+                                       data_shards=mesh.shape["data"], efficiency=efficiency)
     start_ranker = (CrossEncoderScorer.load(ranker) if ranker
                     else CrossEncoderScorer.from_pretrained(pretrained))
     model = AR2Model(retriever_model, CrossEncoderModel(start_ranker.config),
@@ -147,6 +150,7 @@ def train_ar2(
                     load_bert_params(checkpoint.weights_path, config)),
                 "ranker": start_ranker.params}
 
+    # the plan's length depends on the pairs and the batch only (not on the negatives)
     steps_per_epoch = batches({}, 0).steps_per_epoch
     total = trainer.resolved(steps_per_epoch).num_steps
     schedule = optimizer.resolved(total)

@@ -16,6 +16,10 @@ The two players' losses on that group:
 Both players update in every step against the other's current state (the ranker's target is
 detached, and the ranker's loss does not see the retriever), which is the alternating game with
 alternation period one step; the negatives alternate on the job's re-indexing interval.
+Memory: with the retriever's `efficiency.grad_cache_tokens` set, the retriever embeds in GradCache
+slices and the ranker scores its pairs the same way (rematerialised slices of about that many
+tokens, `jax.lax.map`), so a step keeps the activations of one slice, not of every pair of the
+batch: the same loss and gradients with dropout off.
 Batch layout: the dual encoder's (irjax/data/pipeline.py) plus the groups as joined pairs,
 `pair_ids`, `pair_types`, `pair_mask` int32 [b, 1+n, Lp], positive first (irjax/data/ar2_batches.py).
 """
@@ -28,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from irjax.models.cross_encoder_training import CrossEncoderModel, localized_contrastive_loss
+from irjax.models.dual_encoder import slice_count
 from irjax.models.dual_encoder_training import _NEG_INF, DualEncoderModel
 
 
@@ -80,7 +85,7 @@ class AR2Model:
         # each row's own group: its positive (column = label), then its n negatives
         negatives = b + labels[:, None] * n + jnp.arange(n)[None, :]
         group = jnp.take_along_axis(logits, jnp.concatenate([labels[:, None], negatives], 1), 1)
-        ranker_scores = self.ranker.scores(params["ranker"], batch, k_rng)  # [b, 1+n]
+        ranker_scores = self.ranker_scores(params["ranker"], batch, k_rng)  # [b, 1+n]
         lce, ranker_metrics = localized_contrastive_loss(ranker_scores)
         kl, kl_metrics = ar2_retriever_loss(group, ranker_scores)
         total = contrastive + self.kl_weight * kl + self.ranker_weight * lce
@@ -88,3 +93,33 @@ class AR2Model:
         return total, {"loss": total, "contrastive_loss": contrastive, "ranker_loss": lce,
                        "ranker_accuracy": ranker_metrics["accuracy"],
                        "retriever_accuracy": retriever_accuracy, **kl_metrics}
+
+    def ranker_scores(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array
+                      ) -> jax.Array:
+        """[b, 1+n] ranker scores of every group; in rematerialised slices under GradCache."""
+        tokens = self.retriever.efficiency.grad_cache_tokens
+        if tokens is None:
+            return self.ranker.scores(params, batch, rng)
+        b, groups, length = batch["pair_ids"].shape
+        rows = b * groups
+        # as the retriever's slices: slice i holds the i-th rows of every data shard
+        shards = self.retriever.data_shards if rows % self.retriever.data_shards == 0 else 1
+        count = slice_count(rows // shards, length, tokens)
+        train = self.ranker.dropout
+        module = self.ranker.module
+
+        @jax.checkpoint
+        def score_slice(p: Any, ids: jax.Array, mask: jax.Array, types: jax.Array,
+                        key: jax.Array) -> jax.Array:
+            return module.apply({"params": p}, ids, mask, types, deterministic=not train,
+                                rngs={"dropout": key} if train else None)
+
+        def to_slices(x: jax.Array) -> jax.Array:  # [b, G, L] -> [count, rows / count, L]
+            x = x.reshape(shards, count, rows // shards // count, length)
+            return jnp.swapaxes(x, 0, 1).reshape(count, rows // count, length)
+
+        keys = jax.random.split(rng, count)
+        sliced = tuple(to_slices(batch[k]) for k in ("pair_ids", "pair_mask", "pair_types"))
+        out = jax.lax.map(lambda xs: score_slice(params, *xs), (*sliced, keys))
+        out = jnp.swapaxes(out.reshape(count, shards, rows // shards // count), 0, 1)
+        return out.reshape(b, groups)

@@ -23,6 +23,7 @@ def test_tiny_ar2_run_reindexes_at_the_interval(tmp_path, monkeypatch):
         "train_ar2.pair_max_length = 48", "train_ar2.negative_depth = 5",
         "train_ar2.negative_skip = 0", "train_ar2.eval_max_length = 32",
         "TrainerConfig.checkpoint_every = 10", "TrainerConfig.log_every = 1",
+        "EncoderEfficiency.grad_cache_tokens = None",  # tiny batches; tests/models/test_ar2.py
     ])
     gin_config.run_job()
     rounds = json.loads((workdir / "ar2" / "rounds.json").read_text())

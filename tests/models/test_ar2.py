@@ -43,3 +43,37 @@ def test_retriever_loss_matches_numpy_kl_and_ignores_the_ranker_gradient() -> No
     # d KL / d logits = (softmax(retriever) - softmax(ranker)) / rows
     expected = (jax.nn.softmax(retriever, 1) - jax.nn.softmax(ranker, 1)) / len(retriever)
     np.testing.assert_allclose(np.asarray(grad_ret), np.asarray(expected), atol=1e-5)
+
+
+def test_sliced_step_has_the_loss_and_gradients_of_the_plain_step() -> None:
+    import dataclasses
+
+    from irjax.models.ar2 import AR2Model
+    from irjax.models.bert import BertConfig
+    from irjax.models.cross_encoder_training import CrossEncoderModel
+    from irjax.models.dual_encoder_training import DualEncoderModel
+    from irjax.models.efficiency import EncoderEfficiency
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=32, max_position_embeddings=32)
+    rng = np.random.default_rng(1)
+    b, n, length = 4, 2, 8
+    ids = lambda *shape: jnp.asarray(rng.integers(1, 64, size=shape), jnp.int32)  # noqa: E731
+    batch = {"query_ids": ids(b, 6), "query_mask": jnp.ones((b, 6), jnp.int32),
+             "pos_ids": ids(b, length), "pos_mask": jnp.ones((b, length), jnp.int32),
+             "neg_ids": ids(b, n, length), "neg_mask": jnp.ones((b, n, length), jnp.int32),
+             "labels": jnp.arange(b, dtype=jnp.int32),
+             "logit_mask": jnp.ones((b, b * (1 + n)), bool),
+             "pair_ids": ids(b, 1 + n, length), "pair_mask": jnp.ones((b, 1 + n, length), jnp.int32),
+             "pair_types": jnp.zeros((b, 1 + n, length), jnp.int32)}
+    plain = AR2Model(DualEncoderModel(config, dropout=False), CrossEncoderModel(config, dropout=False))
+    sliced = dataclasses.replace(plain, retriever=dataclasses.replace(
+        plain.retriever, efficiency=EncoderEfficiency(grad_cache_tokens=16)))
+    params = plain.init_variables(jax.random.key(0), batch)
+    key = jax.random.key(3)
+    (loss_a, metrics_a), grads_a = jax.value_and_grad(plain.loss, has_aux=True)(params, batch, key)
+    (loss_b, metrics_b), grads_b = jax.value_and_grad(sliced.loss, has_aux=True)(params, batch, key)
+    assert abs(float(loss_a) - float(loss_b)) < 1e-5
+    assert abs(float(metrics_a["kl"]) - float(metrics_b["kl"])) < 1e-5
+    for a, c in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-4, atol=1e-4)
