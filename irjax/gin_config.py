@@ -57,14 +57,16 @@ def register_all() -> None:
         return
     from irjax.evaluation import evaluate
     from irjax.index import base as index_base
-    from irjax.models import dual_encoder, efficiency, weights_dir
-    from irjax.retrieval import (bm25, dense, embedding_gemma_retriever, first_reranker,
-                                 icr_reranker, query_expansion, rerank, sparse)
+    from irjax.models import cross_encoder, dual_encoder, efficiency, weights_dir
+    from irjax.retrieval import (anncur, bm25, dense, embedding_gemma_retriever,
+                                 encoder_pair_scorer, first_reranker, icr_reranker,
+                                 query_expansion, rerank, sparse)
     from irjax.data import fewshot_prompts
     from irjax.decoding import lm_query_generation
-    from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, generate_queries,
-                            pair_data, train_bebr, train_dsi, train_dual_encoder, train_jpq,
-                            train_multi_vector, train_query_generator, train_splade)
+    from irjax.jobs import (continual_dsi, cross_encoder_teacher, dsi_warm_start, encode_corpus,
+                            generate_queries, pair_data, train_ar2, train_bebr, train_cross_encoder,
+                            train_dsi, train_dual_encoder, train_jpq, train_multi_vector,
+                            train_query_generator, train_splade)
     from irjax.training import optimizer, trainer_config
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
@@ -79,6 +81,8 @@ def register_all() -> None:
     gin.external_configurable(icr_reranker.icr_reranker, "icr_reranker")
     gin.external_configurable(query_expansion.hyde_retriever, "hyde_retriever")
     gin.external_configurable(query_expansion.genqr_retriever, "genqr_retriever")
+    gin.external_configurable(anncur.AnnCURRetriever, "AnnCURRetriever")
+    gin.external_configurable(encoder_pair_scorer.EncoderPairScorer, "EncoderPairScorer")
     gin.external_configurable(embedding_gemma_retriever.embedding_gemma_retriever,
                               "embedding_gemma_retriever")
     gin.external_configurable(sparse.pretrained_splade_retriever, "splade_retriever")
@@ -86,6 +90,11 @@ def register_all() -> None:
     gin.external_configurable(index_base.create_index, "create_index")
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")
     gin.external_configurable(train_splade.train_splade, "train_splade")
+    gin.external_configurable(train_cross_encoder.train_cross_encoder, "train_cross_encoder")
+    # A trained cross-encoder directory (WORKDIR/cross_encoder of train_cross_encoder) as a
+    # PairScorer: `PairwiseReranker.scorer = @cross_encoder_scorer()`.
+    gin.external_configurable(cross_encoder.CrossEncoderScorer.load, "cross_encoder_scorer")
+    gin.external_configurable(cross_encoder_teacher.cross_encoder_teacher, "cross_encoder_teacher")
     gin.external_configurable(encode_corpus.encode_corpus, "encode_corpus")
     gin.external_configurable(trainer_config.TrainerConfig, "TrainerConfig")
     gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
@@ -108,6 +117,7 @@ def register_all() -> None:
     gin.external_configurable(weights_dir.gguf_path, "gguf_path")
     gin.external_configurable(train_jpq.train_jpq, "train_jpq")
     gin.external_configurable(train_bebr.train_bebr, "train_bebr")
+    gin.external_configurable(train_ar2.train_ar2, "train_ar2")
     _REGISTERED = True
 
 

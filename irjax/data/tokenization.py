@@ -132,6 +132,41 @@ class WordPieceTokenizer:
             out.append(seq)
         return out
 
+    def tokenize_pairs(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[str],
+        max_length: int,
+        query_max_length: int | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, token type ids) per pair, `[CLS] query [SEP] document [SEP]`, types 0 then 1.
+
+        The document is cut first: the query keeps up to `query_max_length` pieces (and always
+        leaves room for the three specials), the document gets what remains of `max_length`.
+        A cross-encoder judges the query as a whole, while a document's relevant part is
+        usually near its start (title, first sentences), so the document side is the one to cut.
+        """
+        if max_length < 3:
+            raise ValueError(f"max_length must be >= 3 to hold [CLS] and two [SEP], got {max_length}")
+        if isinstance(queries, str) or isinstance(documents, str):
+            raise TypeError("tokenize_pairs takes sequences of strings; wrap single texts in lists")
+        if len(queries) != len(documents):
+            raise ValueError(f"got {len(queries)} queries but {len(documents)} documents; "
+                             "pairs need one of each")
+        query_budget = max_length - 3 if query_max_length is None else min(query_max_length,
+                                                                            max_length - 3)
+        query_pieces = self._tok.encode_batch(list(queries), add_special_tokens=False)
+        doc_pieces = self._tok.encode_batch(list(documents), add_special_tokens=False)
+        out = []
+        for q_enc, d_enc in zip(query_pieces, doc_pieces):
+            q = q_enc.ids[:query_budget]
+            d = d_enc.ids[: max_length - 3 - len(q)]
+            ids = np.asarray([self.cls_id, *q, self.sep_id, *d, self.sep_id], dtype=np.int32)
+            types = np.zeros(len(ids), dtype=np.int32)
+            types[len(q) + 2:] = 1
+            out.append((ids, types))
+        return out
+
     def encode(
         self, texts: Sequence[str], max_length: int, pad_to: int | None = None
     ) -> TokenizedBatch:

@@ -51,6 +51,20 @@ def mine_hard_negatives(collection: Collection, depth: int = 100, skip: int = 0,
     retriever = BM25Retriever(k1=k1, b=b)
     retriever.index(collection.doc_ids, [d.contents for d in collection.documents])
     run = retriever.search(list(queries), list(queries.values()), k=depth)
+    return negatives_from_run(collection, run, depth, skip, source="BM25")
+
+
+def negatives_from_run(collection: Collection, run: Mapping[str, Mapping[str, float]],
+                       depth: int = 100, skip: int = 0, source: str = "the run") -> HardNegatives:
+    """Ranks `[skip, depth)` of any retriever's `run` for every judged query of `collection`,
+    minus every judged document (the rule of the module docstring, for any first stage: AR2
+    mines its retriever's own top documents)."""
+    _check_params(depth, skip)
+    queries = collection.eval_queries()
+    missing = [qid for qid in queries if qid not in run]
+    if missing:
+        raise ValueError(f"the run has no results for {len(missing)} judged queries of "
+                         f"{collection.name}/{collection.split} (e.g. {missing[:3]})")
     negatives: HardNegatives = {}
     removed = 0
     for qid in queries:
@@ -59,9 +73,9 @@ def mine_hard_negatives(collection: Collection, depth: int = 100, skip: int = 0,
         negatives[qid] = [doc_id for doc_id in window if doc_id not in judged]
         removed += len(window) - len(negatives[qid])
     empty = [qid for qid, docs in negatives.items() if not docs]
-    log.info("mined %d BM25 negatives for %d queries of %s/%s (depth=%d, skip=%d); removed %d judged "
+    log.info("mined %d negatives from %s for %d queries of %s/%s (depth=%d, skip=%d); removed %d judged "
              "documents; %d queries got none (e.g. %s)", sum(map(len, negatives.values())),
-             len(negatives), collection.name, collection.split, depth, skip, removed, len(empty),
+             source, len(negatives), collection.name, collection.split, depth, skip, removed, len(empty),
              empty[:5])
     return negatives
 
