@@ -58,7 +58,8 @@ def register_all() -> None:
     from irjax.evaluation import evaluate
     from irjax.index import base as index_base
     from irjax.models import dual_encoder, efficiency, weights_dir
-    from irjax.retrieval import bm25, dense, embedding_gemma_retriever, rerank, sparse
+    from irjax.retrieval import (bm25, dense, embedding_gemma_retriever, promptreps, rerank,
+                                 sparse)
     from irjax.data import fewshot_prompts
     from irjax.decoding import lm_query_generation
     from irjax.jobs import (continual_dsi, dsi_warm_start, encode_corpus, generate_queries,
@@ -77,6 +78,7 @@ def register_all() -> None:
     gin.external_configurable(embedding_gemma_retriever.embedding_gemma_retriever,
                               "embedding_gemma_retriever")
     gin.external_configurable(sparse.pretrained_splade_retriever, "splade_retriever")
+    gin.external_configurable(promptreps.promptreps_retriever, "promptreps_retriever")
     gin.external_configurable(dual_encoder.TextEncoder.from_pretrained, "pretrained_encoder")
     gin.external_configurable(index_base.create_index, "create_index")
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")
