@@ -59,7 +59,7 @@ def register_all() -> None:
     from irjax.index import base as index_base
     from irjax.models import cross_encoder, dual_encoder, efficiency, weights_dir
     from irjax.retrieval import (anncur, bm25, dense, embedding_gemma_retriever,
-                                 encoder_pair_scorer, first_reranker, icr_reranker,
+                                 encoder_pair_scorer, first_reranker, icr_reranker, promptreps,
                                  query_expansion, rerank, sparse)
     from irjax.data import fewshot_prompts
     from irjax.decoding import lm_query_generation
@@ -86,6 +86,7 @@ def register_all() -> None:
     gin.external_configurable(embedding_gemma_retriever.embedding_gemma_retriever,
                               "embedding_gemma_retriever")
     gin.external_configurable(sparse.pretrained_splade_retriever, "splade_retriever")
+    gin.external_configurable(promptreps.promptreps_retriever, "promptreps_retriever")
     gin.external_configurable(dual_encoder.TextEncoder.from_pretrained, "pretrained_encoder")
     gin.external_configurable(index_base.create_index, "create_index")
     gin.external_configurable(train_dual_encoder.train_dual_encoder, "train_dual_encoder")
