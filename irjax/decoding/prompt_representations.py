@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from irjax.choices import check_choice
 from irjax.data.batching import length_buckets
 from irjax.data.fewshot_prompts import chat_format_of, default_system_prompt, truncate_tokens
-from irjax.models.decoder_lm import DecoderConfig, DecoderLM
+from irjax.models.decoder_lm import DecoderLM
 from irjax.parallel.fingerprint import params_digest
 
 BUCKET = 32  # prompt widths are padded to multiples of this many ids
@@ -85,18 +85,6 @@ def sparse_weights(logits: jax.Array, token_ids: jax.Array, columns: jax.Array, 
     weights = jnp.log1p(jax.nn.relu(logits[:, token_ids].astype(jnp.float32)))
     per_word = jax.ops.segment_max(weights.T, columns, num_segments=num_words).T
     return jax.lax.top_k(per_word, min(top_k, num_words))
-
-
-def prompt_flops(config: DecoderConfig, length: int) -> float:
-    """Forward FLOPs of one prompt of `length` tokens with the vocabulary projection at its
-    last position only: 2 x matmul parameters x tokens, plus causal attention (QK^T and PV,
-    2 x 2 x heads x head_dim per visible key), plus 2 x hidden x vocab."""
-    c = config
-    attention = c.hidden_size * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
-    mlp = 3 * c.hidden_size * c.intermediate_size
-    visible = length * (length + 1) / 2
-    per_layer = 2 * (attention + mlp) * length + 4 * c.num_heads * c.head_dim * visible
-    return float(c.num_layers * per_layer + 2 * c.hidden_size * c.vocab_size)
 
 
 @dataclasses.dataclass

@@ -26,7 +26,8 @@ import scipy.sparse as sp
 from irjax.choices import check_choice
 from irjax.data.collection import Collection
 from irjax.data.runs import Run
-from irjax.decoding.prompt_representations import Encoded, PromptRepsEncoder, prompt_flops
+from irjax.decoding.prompt_representations import Encoded, PromptRepsEncoder
+from irjax.models.compute_budget import decoder_forward_flops
 from irjax.files import cache_root
 from irjax.index.base import create_index, ids_checksum
 from irjax.index.sparse import sparse_index_class
@@ -179,7 +180,8 @@ class PromptRepsRetriever:
             encode_queries_s=query_s, search_s=search_s,
             query_encoding_ms_per_query=1000 * query_s / n,
             query_lm_tokens_per_query=float(encoded.tokens.sum()) / n,
-            query_gflops_per_query=sum(prompt_flops(config, int(t)) for t in encoded.tokens)
+            query_gflops_per_query=sum(decoder_forward_flops(config, int(t), 0, 1)
+                                         for t in encoded.tokens)
             / n / 1e9,
             search_ms_per_query=1000 * search_s / n)
         bytes_per_doc = 0.0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from irjax.decoding.prompt_representations import (ANSWER_PREFIX, PromptRepsEncoder,
-                                                   prompt_flops, word_vocabulary)
+                                                   word_vocabulary)
 from irjax.models.decoder_lm import DecoderLM
 from irjax.models.lm_import import config_from_hf, convert_state_dict
 from tests.helpers.char_tokenizer import VOCAB_SIZE, char_tokenizer
@@ -109,10 +109,3 @@ def test_a_word_takes_the_maximum_weight_of_its_token_ids():
     assert cols.tolist() == [[0, 2]]
     np.testing.assert_allclose(values, [[np.log1p(5.0), np.log1p(0.5)]], rtol=1e-6)
 
-
-def test_prompt_flops_counts_matmuls_attention_and_one_vocabulary_projection():
-    config = config_from_hf(CFG)
-    d, f, h, kv, hd = 64, 96, 4, 2, 16
-    per_token = 2 * (d * hd * (2 * h + 2 * kv) + 3 * d * f)
-    expected = 2 * (per_token * 10 + 4 * h * hd * 55) + 2 * d * VOCAB_SIZE
-    assert prompt_flops(config, 10) == expected
