@@ -8,7 +8,8 @@ Each method is a gin config run through `python -m irjax.main` into OUT/<dataset
 (skipped when its metrics.json exists, so the study resumes after a kill and reruns only what is
 missing). Slow LM methods run on the split's first 50 or 100 judged queries (`max_queries` below,
 or `--max-queries` for all of them; evaluate_retriever.max_queries). `--learned` adds rows from workdirs that already hold a
-metrics.json (fine-tuned retrievers, AR2, the trained cross-encoder), without training anything.
+metrics.json (fine-tuned retrievers, AR2, the trained cross-encoder), without training anything;
+one named '<row>-...' (e.g. 'bm25-ce-d100') is compared against that row.
 
 Per row: queries evaluated, nDCG@10, R@100, the change in nDCG@10 against the method's base (BM25
 or zero-shot MiniLM) **on the same queries** (from both runs' per_query.jsonl, so a 100-query row
@@ -67,11 +68,15 @@ METHODS: dict[str, Method] = {
                                  {"LM": SMOL, "FIRST_STAGE": "'bm25'"}, "bm25", 100),
     "minilm-genqr-smollm2": Method("gin/eval/genqr_ensemble.gin",
                                    {"LM": SMOL, "FIRST_STAGE": "'minilm'"}, "minilm", 100),
+    # PromptReps: the LM's one-word representation as the first stage itself (whole splits)
+    **{f"promptreps-smollm2-{variant}": Method("gin/eval/promptreps.gin",
+                                               {"LM": SMOL, "VARIANT": f"'{variant}'"}, "bm25")
+       for variant in ("dense", "sparse", "hybrid")},
 }
 
 # Keys of metrics.json's timings that are time added per query by the method (ms) and LM tokens
 # per query; a row sums the ones it has.
-ADDED_MS_KEYS = ("rerank_ms_per_query", "lm_ms_per_query", "query_encode_ms_per_query")
+ADDED_MS_KEYS = ("rerank_ms_per_query", "lm_ms_per_query", "query_encoding_ms_per_query")
 LM_TOKEN_SUFFIX = "lm_tokens_per_query"
 
 
@@ -126,6 +131,12 @@ def run_method(label: str, method: Method, dataset: str, split: str, workdir: Pa
     return True
 
 
+def learned_base(label: str, dirs: dict[str, Path]) -> str | None:
+    """A --learned row named '<row>-...' (e.g. 'bm25-ce-d100') is compared against <row>."""
+    head = label.split("-", 1)[0]
+    return head if head != label and head in dirs else None
+
+
 def table_rows(out: Path, specs: list[tuple[str, str]], methods: list[str],
                learned: dict[tuple[str, str], Path]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
@@ -139,7 +150,7 @@ def table_rows(out: Path, specs: list[tuple[str, str]], methods: list[str],
                 continue
             record = json.loads(metrics_file.read_text())
             method = METHODS.get(label)
-            base = method.base if method else None
+            base = method.base if method else learned_base(label, dirs)
             base_dir = dirs.get(base) if base else None
             ms, tokens = added_cost(record.get("timings", {}))
             delta = delta_on_same_queries(directory, base_dir)
@@ -185,6 +196,8 @@ def main() -> None:
                              "default (50 or 100)")
     parser.add_argument("--learned", nargs="*", default=[], metavar="LABEL@DATASET=WORKDIR")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: tabulate the rows whose metrics.json exist")
     args = parser.parse_args()
     specs = [tuple(s.split(":", 1)) for s in args.datasets.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
@@ -202,7 +215,7 @@ def main() -> None:
         learned[(name, dataset)] = Path(path)
     print(cpu_summary(), flush=True)
     failed = []
-    for dataset, split in specs:
+    for dataset, split in [] if args.table_only else specs:
         for label in methods:
             if not run_method(label, METHODS[label], dataset, split,
                               args.out / f"{dataset}_{split}" / label,

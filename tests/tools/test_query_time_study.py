@@ -56,3 +56,10 @@ def test_bm25_on_cranfield_runs_once_and_tabulates(tmp_path: Path) -> None:
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "irjax.main" not in again.stdout  # nothing rerun
     assert "| cranfield test | bm25 | 225 |" in (tmp_path / "out" / "study.md").read_text()
+
+
+def test_learned_rows_find_their_base_by_name(tmp_path: Path) -> None:
+    dirs = {"bm25": tmp_path / "b", "minilm": tmp_path / "m"}
+    assert study.learned_base("bm25-ce-d100", dirs) == "bm25"
+    assert study.learned_base("ar2", dirs) is None
+    assert study.learned_base("colbert-xtr", dirs) is None  # no such row to compare with
