@@ -25,21 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from irjax.data.ar2_batches import AR2Batches
-from irjax.data.resolve import open_collection
-from irjax.data.tokenization import WordPieceTokenizer
 from irjax.evaluation.evaluate import evaluate_on_collection
 from irjax.files import atomic_write_text
+from irjax.jobs.bert_job_inputs import bert_job_inputs
 from irjax.jobs.pair_data import DataConfig, collect_pairs
 from irjax.jobs.summary import write_comparison, write_training_summary
 from irjax.models.ar2 import AR2Model
-from irjax.models.bert import BertConfig
 from irjax.models.cross_encoder import CrossEncoderScorer
 from irjax.models.cross_encoder_training import CrossEncoderModel
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.dual_encoder_training import DualEncoderModel
 from irjax.models.efficiency import EncoderEfficiency
 from irjax.models.hf_import import load_bert_params
-from irjax.models.pretrained import load_checkpoint
 from irjax.parallel.partitioning import create_mesh
 from irjax.retrieval.dense import DenseRetriever, dual_encoder_retriever
 from irjax.retrieval.hard_negatives import (HardNegatives, load_hard_negatives,
@@ -115,12 +112,8 @@ def train_ar2(
         raise ValueError(f"reindex_every={reindex_every} must be >= 1 (steps per round)")
     if data.num_hard_negatives < 1:
         raise ValueError("AR2 needs DataConfig.num_hard_negatives >= 1 (retrieved negatives)")
-    workdir_path = Path(workdir)
-    checkpoint = load_checkpoint(pretrained)
-    config = BertConfig.from_json(checkpoint.config_path)
-    tokenizer = WordPieceTokenizer(checkpoint.directory)
-    train = open_collection(dataset, train_split, data_dir)
-    evaluation = open_collection(dataset, eval_split, data_dir)
+    workdir_path, checkpoint, config, tokenizer, train, evaluation = bert_job_inputs(
+        workdir, pretrained, dataset, train_split, eval_split, data_dir)
     pairs = collect_pairs(train, data)
     documents = {d.doc_id: d.contents for d in train.documents}
 

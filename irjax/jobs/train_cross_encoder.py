@@ -11,25 +11,21 @@ training_summary.json; training curves go to WORKDIR/metrics.jsonl as for every 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import jax
 
 from irjax.data.cross_encoder_batches import CrossEncoderBatches
-from irjax.data.resolve import open_collection
-from irjax.data.tokenization import WordPieceTokenizer
 from irjax.errors import ConfigError
 from irjax.evaluation.evaluate import evaluate_on_collection
 from irjax.index.embedding_cache import default_cache_dir
+from irjax.jobs.bert_job_inputs import bert_job_inputs
 from irjax.jobs.pair_data import DataConfig, collect_pairs
 from irjax.jobs.summary import write_comparison, write_training_summary
-from irjax.models.bert import BertConfig
 from irjax.models.cross_encoder import CrossEncoderScorer
 from irjax.models.cross_encoder_training import CrossEncoderModel
 from irjax.models.efficiency import EncoderEfficiency
 from irjax.models.hf_import import load_bert_params
-from irjax.models.pretrained import load_checkpoint
 from irjax.parallel.partitioning import create_mesh
 from irjax.parallel.processes import is_logging_process
 from irjax.retrieval.base import Retriever
@@ -74,12 +70,8 @@ def train_cross_encoder(
     if data.teacher_scores or data.sampler != "random":
         raise ConfigError("train_cross_encoder takes DataConfig.sampler='random' and no "
                           "teacher_scores (its loss is the localized contrastive one)")
-    workdir_path = Path(workdir)
-    checkpoint = load_checkpoint(pretrained)
-    config = BertConfig.from_json(checkpoint.config_path)
-    tokenizer = WordPieceTokenizer(checkpoint.directory)
-    train = open_collection(dataset, train_split, data_dir)
-    evaluation = open_collection(dataset, eval_split, data_dir)
+    workdir_path, checkpoint, config, tokenizer, train, evaluation = bert_job_inputs(
+        workdir, pretrained, dataset, train_split, eval_split, data_dir)
     if eval_max_queries is not None:
         evaluation = evaluation.first_judged_queries(eval_max_queries)
 

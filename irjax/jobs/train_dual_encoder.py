@@ -8,20 +8,16 @@ before and after; training curves go to WORKDIR/metrics.jsonl and TensorBoard ev
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from irjax.data.resolve import open_collection
-from irjax.data.tokenization import WordPieceTokenizer
 from irjax.evaluation.evaluate import evaluate_on_collection, periodic_evaluation
+from irjax.jobs.bert_job_inputs import bert_job_inputs
 from irjax.jobs.pair_data import DataConfig, training_batches
 from irjax.jobs.summary import write_comparison, write_training_summary
-from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.dual_encoder_training import DualEncoderModel
 from irjax.models.efficiency import EncoderEfficiency
 from irjax.models.hf_import import load_bert_params
-from irjax.models.pretrained import load_checkpoint
 from irjax.parallel.partitioning import create_mesh
 from irjax.jobs.choices import check_job_choices
 from irjax.retrieval.dense import DenseRetriever, dual_encoder_retriever
@@ -58,12 +54,8 @@ def train_dual_encoder(
     `efficiency`: attention path, per-layer remat and GradCache (irjax/models/efficiency.py);
     they change speed and memory, not the model."""
     check_job_choices("train_dual_encoder", objective=objective, negatives=negatives)
-    workdir_path = Path(workdir)
-    checkpoint = load_checkpoint(pretrained)
-    config = BertConfig.from_json(checkpoint.config_path)
-    tokenizer = WordPieceTokenizer(checkpoint.directory)
-    train = open_collection(dataset, train_split, data_dir)
-    evaluation = open_collection(dataset, eval_split, data_dir)
+    workdir_path, checkpoint, config, tokenizer, train, evaluation = bert_job_inputs(
+        workdir, pretrained, dataset, train_split, eval_split, data_dir)
 
     zero_shot = TextEncoder.from_pretrained(pretrained, max_length=eval_max_length)
     batches = training_batches(train, tokenizer, data, cluster_encoder=zero_shot)

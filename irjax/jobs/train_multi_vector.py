@@ -10,20 +10,16 @@ to WORKDIR/zero_shot_dense/ for the comparison table.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from irjax.data.resolve import open_collection
-from irjax.data.tokenization import WordPieceTokenizer
 from irjax.evaluation.evaluate import evaluate_on_collection, periodic_evaluation
 from irjax.evaluation.multi_vector_study import study_multi_vector
+from irjax.jobs.bert_job_inputs import bert_job_inputs
 from irjax.jobs.pair_data import DataConfig, training_batches
 from irjax.jobs.summary import write_comparison, write_training_summary
-from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.hf_import import load_bert_params
 from irjax.models.multi_vector import MultiVectorModel
-from irjax.models.pretrained import load_checkpoint
 from irjax.jobs.choices import check_job_choices
 from irjax.retrieval.dense import DenseRetriever
 from irjax.retrieval.multi_vector import MaxSimRetriever, punctuation_ids
@@ -93,12 +89,8 @@ def train_multi_vector(
     if any(not 0 < f < 1 for f in gate_drop_fractions):
         raise ValueError(f"train_multi_vector.gate_drop_fractions={gate_drop_fractions} must lie "
                          "in (0, 1): the share of stored document vectors to drop")
-    workdir_path = Path(workdir)
-    checkpoint = load_checkpoint(pretrained)
-    config = BertConfig.from_json(checkpoint.config_path)
-    tokenizer = WordPieceTokenizer(checkpoint.directory)
-    train = open_collection(dataset, train_split, data_dir)
-    evaluation = open_collection(dataset, eval_split, data_dir)
+    workdir_path, checkpoint, config, tokenizer, train, evaluation = bert_job_inputs(
+        workdir, pretrained, dataset, train_split, eval_split, data_dir)
 
     batches = training_batches(train, tokenizer, data)  # no pooled encoder: random sampler only
     trainer = trainer.resolved(batches.steps_per_epoch)
