@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from irjax.models.cross_encoder_training import CrossEncoderModel, localized_contrastive_loss
 from irjax.models.dual_encoder import slice_count
 from irjax.models.dual_encoder_training import _NEG_INF, DualEncoderModel
+from irjax.models.document_pool import document_pool
 
 
 def ar2_retriever_loss(retriever_logits: jax.Array, ranker_scores: jax.Array
@@ -74,9 +75,8 @@ class AR2Model:
         q_rng, d_rng, k_rng = jax.random.split(rng, 3)
         de, retriever = self.retriever, params["retriever"]
         queries = de.embed(retriever, "query", batch["query_ids"], batch["query_mask"], q_rng)
-        b, n, length = batch["neg_ids"].shape
-        doc_ids = jnp.concatenate([batch["pos_ids"], batch["neg_ids"].reshape(b * n, length)])
-        doc_mask = jnp.concatenate([batch["pos_mask"], batch["neg_mask"].reshape(b * n, length)])
+        b, n, _ = batch["neg_ids"].shape
+        doc_ids, doc_mask = document_pool(batch)
         docs = de.embed(retriever, "doc", doc_ids, doc_mask, d_rng)      # [B(1+n), d]
         logits = queries @ docs.T / de.temperature                        # [B, B(1+n)]
         labels = batch["labels"]

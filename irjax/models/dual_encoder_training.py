@@ -30,6 +30,7 @@ import numpy as np
 from irjax.models.bert import BertConfig, BertEncoder
 from irjax.models.dual_encoder import POOLING, encode_batch, slice_count
 from irjax.models.efficiency import EncoderEfficiency
+from irjax.models.document_pool import document_pool
 
 OBJECTIVES = ("contrastive", "margin_mse", "contrastive+margin_mse")
 NEGATIVES = ("global", "local")
@@ -85,12 +86,8 @@ class DualEncoderModel:
         q_rng, d_rng = jax.random.split(rng)
         queries = self.embed(params, "query", batch["query_ids"], batch["query_mask"], q_rng)
         b = queries.shape[0]
-        doc_ids, doc_mask = batch["pos_ids"], batch["pos_mask"]
         n = batch["neg_ids"].shape[1] if "neg_ids" in batch else 0
-        if n:
-            length = doc_ids.shape[-1]
-            doc_ids = jnp.concatenate([doc_ids, batch["neg_ids"].reshape(b * n, length)])
-            doc_mask = jnp.concatenate([doc_mask, batch["neg_mask"].reshape(b * n, length)])
+        doc_ids, doc_mask = document_pool(batch)
         docs = self.embed(params, "doc", doc_ids, doc_mask, d_rng)   # [B*(1+n), d]
         scores = queries @ docs.T                                       # [B, B*(1+n)] cosine
         labels = batch["labels"]

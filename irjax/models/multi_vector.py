@@ -34,6 +34,7 @@ from jax import lax
 from irjax.models.bert import BertConfig
 from irjax.models.token_encoder import DEFAULT_DIM, TokenEncoderModule, token_mask
 from irjax.models.word_pooling import WordGate, gate_penalty, word_ids
+from irjax.models.document_pool import document_pool
 
 OBJECTIVES = ("xtr", "colbert")
 POOLINGS = ("token", "word")
@@ -212,12 +213,7 @@ class MultiVectorModel:
 
     def candidates(self, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """Document ids and masks of the pool: [B positives, then B*n negatives row-major]."""
-        ids, mask = batch["pos_ids"], batch["pos_mask"]
-        if "neg_ids" in batch:
-            length = ids.shape[-1]
-            ids = jnp.concatenate([ids, batch["neg_ids"].reshape(-1, length)])
-            mask = jnp.concatenate([mask, batch["neg_mask"].reshape(-1, length)])
-        return ids, mask
+        return document_pool(batch)
 
     def scores(self, params: Any, batch: Mapping[str, jax.Array],
                rng: jax.Array | None = None) -> jax.Array:

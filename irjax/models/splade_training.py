@@ -24,6 +24,7 @@ import numpy as np
 
 from irjax.models.bert import BertConfig
 from irjax.models.splade import SpladeEncoder, flops, idf_flops, lambda_schedule
+from irjax.models.document_pool import document_pool
 
 QUERY_SIDES = ("splade", "idf")
 _NEG_INF = -1e9
@@ -80,12 +81,7 @@ class SpladeModel:
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
         q_rng, d_rng = jax.random.split(rng)
         b = batch["query_ids"].shape[0]
-        doc_ids, doc_mask = batch["pos_ids"], batch["pos_mask"]
-        n = batch["neg_ids"].shape[1] if "neg_ids" in batch else 0
-        if n:
-            length = doc_ids.shape[-1]
-            doc_ids = jnp.concatenate([doc_ids, batch["neg_ids"].reshape(b * n, length)])
-            doc_mask = jnp.concatenate([doc_mask, batch["neg_mask"].reshape(b * n, length)])
+        doc_ids, doc_mask = document_pool(batch)
         docs = self.encode(params, doc_ids, doc_mask, d_rng)                 # [B*(1+n), V]
         queries = self.encode_queries(params, batch["query_ids"], batch["query_mask"], q_rng)
         scores = queries @ docs.T
