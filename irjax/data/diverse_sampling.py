@@ -5,7 +5,10 @@ A few-shot prompt whose examples all come from one topic teaches the LM that top
 only, and generating for a random sample of a skewed corpus repeats its dominant topics. So:
 
 * `pick_examples`: k labelled (document, query) pairs whose documents lie in k *distinct*
-  clusters (the largest clusters first; one random labelled document per cluster);
+  clusters (the largest clusters first; one random labelled document per cluster), optionally
+  only queries of at least `min_words` words: the LM copies the examples' form, and a collection
+  whose labels mix one-word topics with sentence-like questions (NFCorpus) otherwise teaches it
+  one-word queries that rarely single out their document;
 * `spread_documents`: n documents dealt round-robin over the clusters (random order inside each
   cluster), so every cluster contributes until it runs out.
 
@@ -36,29 +39,35 @@ def _members(assignments: np.ndarray, rng: np.random.Generator) -> list[list[int
 
 
 def pick_examples(doc_ids: Sequence[str], assignments: np.ndarray,
-                  labelled: Mapping[str, Sequence[str]], k: int, seed: int) -> list[tuple[str, str]]:
+                  labelled: Mapping[str, Sequence[str]], k: int, seed: int,
+                  min_words: int = 1) -> list[tuple[str, str]]:
     """k (doc_id, query) pairs, each document from a different cluster.
 
-    `labelled`: doc_id -> its labelled queries (the train split's positives). Clusters without a
-    labelled document are skipped; when fewer than k clusters have one, the error says so (lower
-    k or use more clusters)."""
+    `labelled`: doc_id -> its labelled queries (the train split's positives); only queries of at
+    least `min_words` whitespace-separated words count. Clusters without such a labelled document
+    are skipped; when fewer than k clusters have one, the error says so (lower k or min_words, or
+    use more clusters)."""
     if k < 1:
         raise ValueError(f"k (few-shot examples) must be >= 1, got {k}")
+    if min_words < 1:
+        raise ValueError(f"min_words must be >= 1, got {min_words}")
+    eligible = {d: [q for q in qs if len(q.split()) >= min_words] for d, qs in labelled.items()}
     if len(doc_ids) != len(assignments):
         raise ValueError(f"{len(doc_ids)} doc ids but {len(assignments)} cluster assignments")
     rng = np.random.default_rng(seed)
     chosen: list[tuple[str, str]] = []
     for rows in _members(np.asarray(assignments), rng):
-        candidates = [doc_ids[r] for r in rows if labelled.get(doc_ids[r])]
+        candidates = [doc_ids[r] for r in rows if eligible.get(doc_ids[r])]
         if candidates:
             doc_id = candidates[0]
-            queries = labelled[doc_id]
+            queries = eligible[doc_id]
             chosen.append((doc_id, queries[int(rng.integers(len(queries)))]))
             if len(chosen) == k:
                 return chosen
-    raise ValueError(f"only {len(chosen)} clusters hold a labelled document but k={k} few-shot "
-                     "examples from distinct clusters were asked for: lower the number of "
-                     "examples or raise the number of clusters")
+    raise ValueError(f"only {len(chosen)} clusters hold a labelled document (with a query of >= "
+                     f"{min_words} words) but k={k} few-shot examples from distinct clusters were "
+                     "asked for: lower the number of examples or min_words, or raise the number "
+                     "of clusters")
 
 
 def spread_documents(doc_ids: Sequence[str], assignments: np.ndarray, count: int | None,

@@ -63,12 +63,22 @@ log = logging.getLogger(__name__)
 class PlanConfig:
     """DUQGen's diversity controls: `num_clusters` k-means clusters of the corpus (zero-shot
     MiniLM vectors), `num_examples` few-shot examples from distinct clusters, `max_documents`
-    target documents dealt over the clusters (None: the whole corpus)."""
+    target documents dealt over the clusters (None: the whole corpus), `min_example_words`: only
+    labelled queries of at least that many words become examples (the LM copies their form)."""
 
     num_examples: int = 3
     num_clusters: int = 16
     max_documents: int | None = None
     seed: int = 0
+    min_example_words: int = 1
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The plan stage's settings; `min_example_words` only when set, so the stages of runs
+        made before it existed stay valid."""
+        settings = dataclasses.asdict(self)
+        if self.min_example_words == 1:
+            del settings["min_example_words"]
+        return settings
 
 
 def _digest(value: Any) -> str:
@@ -88,7 +98,8 @@ def make_plan(corpus: Collection, train: Collection, vectors: np.ndarray,
         labelled.setdefault(pair.pos_id, []).append(pair.query)
     doc_ids = list(corpus.doc_ids)
     cluster = dict(zip(doc_ids, assignments.tolist()))
-    examples = pick_examples(doc_ids, assignments, labelled, plan.num_examples, plan.seed)
+    examples = pick_examples(doc_ids, assignments, labelled, plan.num_examples, plan.seed,
+                             plan.min_example_words)
     targets = spread_documents(doc_ids, assignments, plan.max_documents, plan.seed,
                                exclude=[d for d, _ in examples])
     return ([{"role": "example", "doc_id": d, "query": q, "cluster": cluster[d]}
@@ -178,7 +189,7 @@ def generate_queries(
     texts = {d.doc_id: d.contents for d in train.documents}
     zero_shot = DenseRetriever(TextEncoder.from_pretrained(pretrained), index="exact")
 
-    plan_settings = {"plan": dataclasses.asdict(plan), "corpus": train.fingerprint(),
+    plan_settings = {"plan": plan.fingerprint(), "corpus": train.fingerprint(),
                      "train_split": train_split, "encoder": zero_shot.encoder.fingerprint}
     plan_rows = load_stage(workdir_path / "plan.jsonl", plan_settings)
     if plan_rows is None:

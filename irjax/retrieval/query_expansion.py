@@ -14,7 +14,8 @@ the query multiplies a term's score).
 `timings` adds to the first stage's own: `expansion_ms_per_query` (this run's wall time of
 expansion, ~0 when served from the generation cache), `lm_ms_per_query` (wall time of generating
 the texts when they were generated), `lm_tokens_per_query`, `flops_per_query`, and
-`first_stage_ms_per_query` (retrieval with the expanded queries).
+`first_stage_ms_per_query` (retrieval with the expanded queries, without the first stage's
+corpus-side work, which is `first_stage_corpus_s`).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from irjax.models.weights_dir import gguf_path
 from irjax.retrieval.base import Retriever
 from irjax.retrieval.bm25 import SparseRetriever
 from irjax.retrieval.dense import DenseRetriever
+from irjax.retrieval.rerank import query_side_seconds
 
 FIRST_STAGES = ("bm25", "minilm")
 SIDES = ("query", "document")
@@ -112,9 +114,10 @@ class QueryExpansionRetriever:
         n = max(len(queries), 1)
         self.timings.update({f"first_stage.{key}": value for key, value in
                              getattr(self.first_stage, "timings", {}).items()})
+        query_s, corpus_s = query_side_seconds(first_s, self.first_stage)
         self.timings.update({
             "expansion_s": expand_s, "expansion_ms_per_query": 1000 * expand_s / n,
-            "first_stage_ms_per_query": 1000 * first_s / n,
+            "first_stage_corpus_s": corpus_s, "first_stage_ms_per_query": 1000 * query_s / n,
             "texts_per_query": sum(map(len, self.expansions.values())) / n})
         for key in ("lm_ms", "lm_tokens", "flops", "generated_rows", "cached_rows"):
             if key in self.costs:

@@ -26,6 +26,19 @@ def test_clusters_without_labelled_documents_are_skipped_and_too_few_is_an_error
         pick_examples(DOCS, CLUSTERS, labelled, 3, 0)
 
 
+def test_min_words_keeps_only_sentence_like_queries_as_examples():
+    labelled = {d: ["fat", f"does {d} lower blood pressure"] for d in DOCS}
+    labelled["d9"] = ["limes"]  # cluster 3's only labelled document has a one-word query alone
+    for seed in range(5):
+        picked = pick_examples(DOCS, CLUSTERS, labelled, 3, seed, min_words=4)
+        assert [q for _, q in picked] == [f"does {d} lower blood pressure" for d, _ in picked]
+    unfiltered = [q for seed in range(5) for _, q in pick_examples(DOCS, CLUSTERS, labelled, 3, seed)]
+    assert "fat" in unfiltered  # without the floor, one-word queries are drawn too
+    with pytest.raises(ValueError, match="only 3 clusters .* >= 4 words"):
+        pick_examples(DOCS, CLUSTERS, labelled, 4, 0, min_words=4)
+    assert [d for d, _ in pick_examples(DOCS, CLUSTERS, labelled, 4, 0)][-1] == "d9"
+
+
 def test_documents_are_dealt_round_robin_over_clusters():
     spread = spread_documents(DOCS, CLUSTERS, 6, 0, exclude=["d0"])
     clusters = [int(CLUSTERS[DOCS.index(d)]) for d in spread]

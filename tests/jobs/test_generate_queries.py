@@ -130,3 +130,14 @@ def test_generated_pairs_feed_data_config(tmp_path):
     generated.write_text('{"doc_id": "d1", "query": 3}\n')
     with pytest.raises(InputFileError, match=r"pairs\.jsonl:1: expected 'doc_id'"):
         collect_pairs(train, DataConfig(generated_queries=str(generated)))
+
+
+def test_plan_fingerprint_names_the_example_floor_only_when_set():
+    """Stages made before `min_example_words` existed keep their fingerprint (no regeneration),
+    and setting it makes a different plan stage."""
+    default = job.PlanConfig(num_examples=2, max_documents=5)
+    assert "min_example_words" not in default.fingerprint()
+    assert default.fingerprint() == {"num_examples": 2, "num_clusters": 16, "max_documents": 5,
+                                     "seed": 0}
+    floored = dataclasses.replace(default, min_example_words=4)
+    assert floored.fingerprint() == {**default.fingerprint(), "min_example_words": 4}
