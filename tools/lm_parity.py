@@ -14,9 +14,10 @@ compares the tokens with transformers' `generate`.
 Weights are read from $IRJAX_WEIGHTS_DIR (default ~/.cache/irjax/weights)/<name>/model.gguf.
 transformers' GGUF loading needs `gguf` and `accelerate` in the reference venv. Measured (2 CPU
 cores, transformers 5.25.0): max |diff| 1.3e-4 (SmolLM2-135M, logits up to 41.5), 7.4e-5
-(Gemma 3 270M, up to 35.0), 4.7e-5 (Qwen2.5-Coder-0.5B, up to 27.4); top-1 agrees at every
-position, and greedy generation gives transformers' 16 tokens for all 3 texts of each model
-(tools/results/lm_parity/parity.json).
+(Gemma 3 270M, up to 35.0), 4.7e-5 (Qwen2.5-Coder-0.5B, up to 27.4), and with the model named on
+the command line 6.3e-5 (Qwen2.5-Coder-1.5B, up to 26.6; not a default: ~4 min a side and ~7 GB
+per process); top-1 agrees at every position, and greedy generation gives transformers' 16 tokens
+for all 3 texts of each model (tools/results/lm_parity/parity.json).
 """
 from __future__ import annotations
 
