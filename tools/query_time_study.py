@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 from bench_common import cpu_summary  # noqa: E402
+from irjax.files import atomic_write_text  # noqa: E402
 
 MEASURES = ("nDCG@10", "R@100")
 
@@ -179,12 +181,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -225,13 +221,13 @@ def main() -> None:
         return
     rows = table_rows(args.out, specs, methods, learned)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "study.md", markdown(rows))
-    write_atomic(args.out / "study.json", json.dumps(rows, indent=1) + "\n")
-    with open(args.out / "study.csv.tmp", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["dataset"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(args.out / "study.csv.tmp", args.out / "study.csv")
+    atomic_write_text(args.out / "study.md", markdown(rows))
+    atomic_write_text(args.out / "study.json", json.dumps(rows, indent=1) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else ["dataset"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(args.out / "study.csv", table.getvalue())
     print(markdown(rows))
     if failed:
         print(f"failed: {failed}", flush=True)
