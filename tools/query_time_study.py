@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 from bench_common import cpu_summary  # noqa: E402
+
 from irjax.files import atomic_write_text  # noqa: E402
 
 MEASURES = ("nDCG@10", "R@100")
