@@ -66,7 +66,7 @@ def register_all() -> None:
     from irjax.jobs import (continual_dsi, cross_encoder_teacher, dsi_warm_start, encode_corpus,
                             generate_queries, pair_data, train_ar2, train_bebr, train_cross_encoder,
                             train_dsi, train_dual_encoder, train_jpq, train_multi_vector,
-                            train_query_generator, train_splade)
+                            train_query_generator, train_splade, trained_dual_encoder)
     from irjax.training import optimizer, trainer_config
 
     gin.external_configurable(evaluate.evaluate_retriever, "evaluate_retriever")
@@ -119,6 +119,10 @@ def register_all() -> None:
     gin.external_configurable(train_jpq.train_jpq, "train_jpq")
     gin.external_configurable(train_bebr.train_bebr, "train_bebr")
     gin.external_configurable(train_ar2.train_ar2, "train_ar2")
+    # A train_dual_encoder / train_ar2 run as a first stage:
+    # `RerankingRetriever.first_stage = @trained_dense_retriever()`.
+    gin.external_configurable(trained_dual_encoder.trained_dense_retriever,
+                              "trained_dense_retriever")
     _REGISTERED = True
 
 

@@ -20,7 +20,7 @@ from irjax.data.training_examples import build_training_pairs
 from irjax.errors import ConfigError
 from irjax.files import atomic_write_text
 from irjax.index.base import Index
-from irjax.jobs.dsi_warm_start import EMBEDDING_MAX_LENGTH, load_dual_encoder
+from irjax.jobs.trained_dual_encoder import EMBEDDING_MAX_LENGTH, load_dual_encoder
 from irjax.models.bert import BertConfig, BertEncoder
 from irjax.models.dual_encoder import TextEncoder
 from irjax.models.pretrained import load_checkpoint

@@ -1,4 +1,4 @@
-"""What DSI borrows from dual encoders: a fine-tuned dual encoder read from its run's checkpoints,
+"""What DSI borrows from dual encoders: a fine-tuned dual encoder (jobs/trained_dual_encoder.py),
 its document embeddings (semantic docids, output rows) and its dense retriever (the baseline in
 the same run), and the warm-started generative model built on MiniLM (models/warm_start.py).
 
@@ -11,8 +11,6 @@ so that the untrained model already ranks as the dual encoder does.
 from __future__ import annotations
 
 import dataclasses
-import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,25 +19,21 @@ from irjax.choices import check_choice
 from irjax.data.collection import Collection
 from irjax.data.docids import DocidScheme
 from irjax.data.tokenization import WordPieceTokenizer
-from irjax.errors import ConfigError, MissingFileError
+from irjax.errors import ConfigError
+from irjax.jobs.trained_dual_encoder import EMBEDDING_MAX_LENGTH, DualEncoder
 from irjax.models.bert import BertConfig
 from irjax.models.dual_encoder import TextEncoder
-from irjax.models.dual_encoder_training import DualEncoderModel
 from irjax.models.hf_import import load_bert_params
 from irjax.models.pretrained import load_checkpoint
 from irjax.models.warm_start import (WarmSeq2SeqModel, docid_output_rows, warm_decoder_config,
                                      warm_start_params)
-from irjax.retrieval.dense import DenseRetriever, dual_encoder_retriever
-from irjax.training.checkpoints import read_trained_params
-
-log = logging.getLogger(__name__)
+from irjax.retrieval.dense import DenseRetriever
 
 ENCODER_INITS = ("minilm", "dual_encoder")
 # A warm-started decoder never writes text, so new docid tokens (atomic, semantic) start right after
 # pad/start (0) and EOS (1) instead of after T5's 32,128 SentencePiece ids: the output layer is
 # the corpus's rows, not 32k unused ones (6x fewer output FLOPs per step on SciFact).
 WARM_BASE_VOCAB = 2
-EMBEDDING_MAX_LENGTH = 256  # what train_dual_encoder evaluates with (its eval_max_length)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,56 +61,6 @@ class WarmStart:
         if self.decoder_layers < 1 or self.temperature <= 0:
             raise ValueError(f"WarmStart needs decoder_layers >= 1 and temperature > 0, got "
                              f"{self.decoder_layers} and {self.temperature}")
-
-
-@dataclasses.dataclass(frozen=True)
-class DualEncoder:
-    """A fine-tuned dual encoder read from a train_dual_encoder run."""
-
-    model: DualEncoderModel
-    params: Any
-    tokenizer: WordPieceTokenizer
-    name: str
-    step: int
-    checkpoint: Path
-
-    def retriever(self, cache_dir: str | None = None, warm_queries: bool = False) -> DenseRetriever:
-        retriever = dual_encoder_retriever(self.model, self.params, self.tokenizer, self.name,
-                                           EMBEDDING_MAX_LENGTH, index="exact",
-                                           cache_dir=cache_dir)
-        retriever.warm_queries = warm_queries
-        return retriever
-
-    @property
-    def encoder_params(self) -> Any:
-        return self.model.tower(self.params, "query")
-
-
-def checkpoint_directory(path: str | Path) -> Path:
-    """A run's checkpoint directory: `path` itself, or `path`/checkpoints for a run's workdir."""
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        path = path / "checkpoints"
-    if not path.is_dir():
-        raise MissingFileError(f"dual encoder checkpoint {path} does not exist; train one first "
-                               "(gin/train/minilm_scifact.gin) and pass its WORKDIR/checkpoints")
-    return path
-
-
-def load_dual_encoder(path: str | Path, pretrained: str | None = None) -> DualEncoder:
-    """The newest step of a train_dual_encoder run (read-only), with the pretrained checkpoint's
-    architecture, pooling and tokenizer (the run fine-tuned that checkpoint)."""
-    directory = checkpoint_directory(path)
-    step, params = read_trained_params(directory)
-    if set(params) not in ({"encoder"}, {"query_encoder", "doc_encoder"}):
-        raise ConfigError(f"{directory} holds params {sorted(params)}, not a dual encoder's "
-                          "('encoder', or 'query_encoder' and 'doc_encoder')")
-    checkpoint = load_checkpoint(pretrained)
-    config = BertConfig.from_json(checkpoint.config_path)
-    model = DualEncoderModel(config, shared_towers="encoder" in params, pooling=checkpoint.pooling)
-    log.info("dual encoder: %s, step %d", directory, step)
-    return DualEncoder(model, params, WordPieceTokenizer(checkpoint.directory),
-                       f"{checkpoint.name}-finetuned", step, directory)
 
 
 def dense_retriever(dual_encoder: DualEncoder | None, pretrained: str | None,

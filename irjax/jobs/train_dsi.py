@@ -41,9 +41,10 @@ from irjax.models.seq2seq import Seq2SeqModel
 from irjax.models.t5 import T5Config
 from irjax.parallel.processes import is_logging_process
 from irjax.jobs.choices import check_job_choices
-from irjax.jobs.dsi_warm_start import (WARM_BASE_VOCAB, DualEncoder, WarmStart, dense_retriever,
-                                       document_embeddings, load_dual_encoder, require_dual_encoder,
-                                       row_embeddings, warm_model, warm_params)
+from irjax.jobs.dsi_warm_start import (WARM_BASE_VOCAB, WarmStart, dense_retriever,
+                                       document_embeddings, require_dual_encoder, row_embeddings,
+                                       warm_model, warm_params)
+from irjax.jobs.trained_dual_encoder import DualEncoder, load_dual_encoder
 from irjax.jobs.summary import write_comparison, write_training_summary
 from irjax.training.optimizer import OptimizerConfig
 from irjax.training.trainer import Trainer

@@ -7,6 +7,7 @@ import pytest
 
 from irjax import gin_config
 from irjax.errors import ConfigError
+from tests.helpers.runs import run_order
 from tests.helpers.tiny_collection import DOCS, DSI_TINY, TEST, TRAIN, write_collection
 
 pytestmark = pytest.mark.usefixtures("clean_gin")
@@ -97,15 +98,6 @@ def test_small_dsi_qg_config_trains_on_pseudo_queries(tmp_path):
     assert f"pseudo_query: {2 * len(DOCS)} per epoch from {2 * len(DOCS)} examples" \
         in summary["mixture"], summary["mixture"]
     assert json.loads((workdir / "metrics.json").read_text())["num_queries"] == len(TEST)
-
-
-def run_order(path):
-    """query -> doc ids in rank order, from a TREC run file."""
-    ranked = {}
-    for line in path.read_text().splitlines():
-        qid, _, doc, rank, *_ = line.split()
-        ranked.setdefault(qid, []).append((int(rank), doc))
-    return {q: [d for _, d in sorted(rows)] for q, rows in ranked.items()}
 
 
 WARM_TINY = ["DSIData.global_batch_size = 4", "DSIData.inputs_max_length = 24",

@@ -2,9 +2,12 @@
 import json
 
 import gin
+import numpy as np
 import pytest
 
 from irjax import gin_config
+from irjax.data.runs import read_trec_run
+from tests.helpers.runs import run_order
 from tests.helpers.tiny_collection import write_collection
 
 pytestmark = pytest.mark.usefixtures("clean_gin")
@@ -65,3 +68,25 @@ def test_minilm_training_config_runs_and_writes_the_contract_files(tmp_path, mon
     assert (started["resumed_from"], started["steps"]) == ("init_checkpoint", 1)
     assert started["trainer"]["init_checkpoint"] == str(workdir / "checkpoints")
     assert json.loads((second / "metrics.json").read_text())["metrics"] == metrics["metrics"]
+
+    # The trained run as a reranking first stage (gin/eval/dense_cross_encoder_rerank.gin with
+    # the identity reranker): its newest checkpoint retrieves exactly what the job evaluated.
+    gin.clear_config()
+    rerank = tmp_path / "rerank"
+    gin_config.parse(["gin/eval/dense_cross_encoder_rerank.gin"], [
+        f"DATA_DIR='{data}'", f"WORKDIR='{rerank}'", f"DUAL_ENCODER='{workdir}'",
+        "RerankingRetriever.reranker = @IdentityReranker()",
+    ])
+    gin_config.run_job()
+    reranked = json.loads((rerank / "metrics.json").read_text())
+    assert reranked["model"] == "all-MiniLM-L6-v2-finetuned+exact>>identity@100"
+    assert reranked["metrics"] == metrics["metrics"]
+    assert run_order(rerank / "run.trec") == run_order(workdir / "run.trec")
+    scores, trained = read_trec_run(rerank / "run.trec"), read_trec_run(workdir / "run.trec")
+    zero_shot_scores = read_trec_run(workdir / "zero_shot" / "run.trec")
+    flat = [(q, d) for q in sorted(scores) for d in sorted(scores[q])]
+    assert np.allclose([scores[q][d] for q, d in flat], [trained[q][d] for q, d in flat],
+                       atol=1e-4)
+    assert not np.allclose([scores[q][d] for q, d in flat],
+                           [zero_shot_scores[q][d] for q, d in flat], atol=1e-4)
+
