@@ -77,6 +77,7 @@ def register_all() -> None:
     gin.external_configurable(rerank.RerankingRetriever, "RerankingRetriever")
     gin.external_configurable(rerank.IdentityReranker, "IdentityReranker")
     gin.external_configurable(rerank.PairwiseReranker, "PairwiseReranker")
+    gin.external_configurable(rerank.InterpolatedReranker, "InterpolatedReranker")
     gin.external_configurable(first_reranker.first_reranker, "first_reranker")
     gin.external_configurable(icr_reranker.icr_reranker, "icr_reranker")
     gin.external_configurable(query_expansion.hyde_retriever, "hyde_retriever")

@@ -31,6 +31,7 @@ from irjax.models.compute_budget import decoder_forward_flops
 from irjax.files import cache_root
 from irjax.index.base import create_index, ids_checksum
 from irjax.index.sparse import sparse_index_class
+from irjax.retrieval.fusion import min_max_normalised
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,7 @@ def hybrid_fusion(dense: dict[str, float], sparse: dict[str, float], k: int) -> 
     normalised to [0, 1] over the list, summed over the union; a document missing from a list
     gets that list's minimum (0). A list whose scores are all equal normalises to 1 each.
     Returns the k best of the union (ties: lower doc id first)."""
-    def normalised(scores: dict[str, float]) -> dict[str, float]:
-        if not scores:
-            return {}
-        low, high = min(scores.values()), max(scores.values())
-        span = high - low
-        return {d: (s - low) / span if span > 0 else 1.0 for d, s in scores.items()}
-
-    a, b = normalised(dense), normalised(sparse)
+    a, b = min_max_normalised(dense), min_max_normalised(sparse)
     fused = {d: a.get(d, 0.0) + b.get(d, 0.0) for d in a.keys() | b.keys()}
     return dict(sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k])
 

@@ -20,6 +20,7 @@ import numpy as np
 from irjax.data.collection import Collection
 from irjax.data.runs import Run, rank_documents
 from irjax.retrieval.base import Retriever
+from irjax.retrieval.fusion import min_max_normalised
 
 
 # Timings a first stage reports for work done once per corpus, not per query.
@@ -92,6 +93,42 @@ class PairwiseReranker:
         for (qid, doc), score in zip(pairs, scores):
             run[qid][doc] = float(score)
         return run
+
+
+class InterpolatedReranker:
+    """Another reranker's scores fused with the first stage's: per query, both lists min-max
+    normalised over the candidates (irjax/retrieval/fusion.py), then
+    `first_stage_weight * first + (1 - first_stage_weight) * reranker`. The usual way to keep
+    a strong first stage's signal when the reranker alone is weaker than it (monoBERT with
+    BM25, a cross-encoder behind a dense retriever). Costs are the inner reranker's: the first
+    stage's scores come with the candidates."""
+
+    def __init__(self, reranker: Reranker, first_stage_weight: float = 0.5):
+        if not 0.0 <= first_stage_weight <= 1.0:
+            raise ValueError(f"first_stage_weight={first_stage_weight} must be in [0, 1]")
+        self.reranker = reranker
+        self.first_stage_weight = first_stage_weight
+        self.name = f"{reranker.name}+first{first_stage_weight:g}"
+
+    @property
+    def costs(self) -> dict[str, float]:
+        return getattr(self.reranker, "costs", {})
+
+    def rerank(self, queries: Mapping[str, str], candidates: Run,
+               documents: Mapping[str, str]) -> Run:
+        reranked = self.reranker.rerank(queries, candidates, documents)
+        w = self.first_stage_weight
+        fused: Run = {}
+        for qid, first_scores in candidates.items():
+            first = min_max_normalised(first_scores)
+            second = min_max_normalised(reranked.get(qid, {}))
+            missing = [doc for doc in first if doc not in second]
+            if missing:
+                raise ValueError(f"{self.reranker.name} returned no score for query {qid!r}'s "
+                                 f"candidates {missing[:3]}: a reranker must score every "
+                                 "candidate it is given")
+            fused[qid] = {doc: w * first[doc] + (1.0 - w) * second[doc] for doc in first}
+        return fused
 
 
 def top_candidates(run: Run, depth: int) -> Run:

@@ -1,6 +1,7 @@
 """RerankingRetriever: the identity reranker gives back BM25's run on real SciFact test queries;
 a reranker's order replaces the first stage's inside the depth and never outside it; costs and
-stage timings reach the timings per query; a reranker that drops a candidate is an error."""
+stage timings reach the timings per query; a reranker that drops a candidate is an error;
+InterpolatedReranker mixes the two stages' normalised scores as computed by hand."""
 from __future__ import annotations
 
 import time
@@ -13,8 +14,8 @@ import pytest
 from irjax.data.collection import load_collection
 from irjax.data.runs import Run, rank_documents
 from irjax.retrieval.bm25 import SparseRetriever
-from irjax.retrieval.rerank import (IdentityReranker, PairwiseReranker, RerankingRetriever,
-                                    merge_reranked)
+from irjax.retrieval.rerank import (IdentityReranker, InterpolatedReranker, PairwiseReranker,
+                                    RerankingRetriever, merge_reranked)
 from tests.helpers.tiny_collection import write_collection
 
 
@@ -139,3 +140,35 @@ def test_first_judged_queries_keeps_corpus_and_cache_keys(shared_data: Path) -> 
     assert subset.corpus_rows == collection.corpus_rows and subset.documents is collection.documents
     with pytest.raises(ValueError, match="max_queries=0"):
         collection.first_judged_queries(0)
+
+
+def test_interpolated_reranker_by_hand() -> None:
+    """Min-max normalised first stage and reranker, mixed by the weight; the ends of the weight
+    reproduce either stage's order, and costs are the inner reranker's."""
+    candidates = {"q": {"a": 9.0, "b": 5.0, "c": 1.0}}  # first-stage order a, b, c
+    inner = ReverseReranker()  # reranker scores a 0, b 1, c 2
+    fused = InterpolatedReranker(inner, first_stage_weight=0.25).rerank(
+        {"q": "text"}, candidates, {"a": "", "b": "", "c": ""})
+    # first normalised: a 1, b 0.5, c 0; reranker normalised: a 0, b 0.5, c 1
+    assert fused["q"] == pytest.approx({"a": 0.25, "b": 0.5, "c": 0.75})
+    assert InterpolatedReranker(inner).costs == inner.costs and inner.costs["model_calls"] == 3.0
+    only_first = InterpolatedReranker(ReverseReranker(), 1.0).rerank({"q": ""}, candidates, {
+        "a": "", "b": "", "c": ""})
+    assert [d for d, _ in rank_documents(only_first["q"])] == ["a", "b", "c"]
+    only_second = InterpolatedReranker(ReverseReranker(), 0.0).rerank({"q": ""}, candidates, {
+        "a": "", "b": "", "c": ""})
+    assert [d for d, _ in rank_documents(only_second["q"])] == ["c", "b", "a"]
+    assert InterpolatedReranker(inner, 0.5).name == "reverse+first0.5"
+    with pytest.raises(ValueError, match="first_stage_weight=1.5"):
+        InterpolatedReranker(inner, 1.5)
+
+
+def test_interpolated_reranker_needs_every_candidate_scored() -> None:
+    class DropsOne(ReverseReranker):
+        def rerank(self, queries, candidates, documents):  # noqa: ANN001
+            run = super().rerank(queries, candidates, documents)
+            return {q: dict(list(scores.items())[1:]) for q, scores in run.items()}
+
+    with pytest.raises(ValueError, match="'q'"):
+        InterpolatedReranker(DropsOne()).rerank({"q": ""}, {"q": {"a": 2.0, "b": 1.0}},
+                                                {"a": "", "b": ""})
