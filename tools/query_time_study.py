@@ -9,7 +9,8 @@ Each method is a gin config run through `python -m irjax.main` into OUT/<dataset
 missing). Slow LM methods run on the split's first 50 or 100 judged queries (`max_queries` below,
 or `--max-queries` for all of them; evaluate_retriever.max_queries). `--learned` adds rows from workdirs that already hold a
 metrics.json (fine-tuned retrievers, AR2, the trained cross-encoder), without training anything;
-one named '<row>-...' (e.g. 'bm25-ce-d100') is compared against that row.
+one named '<row>-...' (e.g. 'bm25-ce-d100') or '<row>>>...' (e.g.
+'embeddinggemma-768>>ce-e8-d100') is compared against that row.
 
 Per row: queries evaluated, nDCG@10, R@100, the change in nDCG@10 against the method's base (BM25
 or zero-shot MiniLM) **on the same queries** (from both runs' per_query.jsonl, so a 100-query row
@@ -135,8 +136,9 @@ def run_method(label: str, method: Method, dataset: str, split: str, workdir: Pa
 
 
 def learned_base(label: str, dirs: dict[str, Path]) -> str | None:
-    """A --learned row named '<row>-...' (e.g. 'bm25-ce-d100') is compared against <row>."""
-    head = label.split("-", 1)[0]
+    """A --learned row named '<row>>>...' (e.g. 'embeddinggemma-768>>ce-e8') is compared against
+    <row>, one named '<row>-...' (e.g. 'bm25-ce-d100') against the row before its first '-'."""
+    head = label.split(">>", 1)[0] if ">>" in label else label.split("-", 1)[0]
     return head if head != label and head in dirs else None
 
 

@@ -63,3 +63,6 @@ def test_learned_rows_find_their_base_by_name(tmp_path: Path) -> None:
     assert study.learned_base("bm25-ce-d100", dirs) == "bm25"
     assert study.learned_base("ar2", dirs) is None
     assert study.learned_base("colbert-xtr", dirs) is None  # no such row to compare with
+    dirs["embeddinggemma-768"] = tmp_path / "e"
+    assert study.learned_base("embeddinggemma-768>>ce-e8-d100", dirs) == "embeddinggemma-768"
+    assert study.learned_base("spladev3>>ce", dirs) is None
