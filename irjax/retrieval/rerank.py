@@ -13,7 +13,7 @@ reported apart, as `first_stage_corpus_s`, and left out of `first_stage_ms_per_q
 from __future__ import annotations
 
 import time
-from typing import Mapping, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -122,13 +122,18 @@ class InterpolatedReranker:
         for qid, first_scores in candidates.items():
             first = min_max_normalised(first_scores)
             second = min_max_normalised(reranked.get(qid, {}))
-            missing = [doc for doc in first if doc not in second]
-            if missing:
-                raise ValueError(f"{self.reranker.name} returned no score for query {qid!r}'s "
-                                 f"candidates {missing[:3]}: a reranker must score every "
-                                 "candidate it is given")
+            require_scored(self.reranker.name, qid, first, second)
             fused[qid] = {doc: w * first[doc] + (1.0 - w) * second[doc] for doc in first}
         return fused
+
+
+def require_scored(reranker: str, qid: str, candidates: Iterable[str],
+                   scores: Mapping[str, float]) -> None:
+    """Raises when a reranker left some of a query's candidates without a score."""
+    missing = [doc for doc in candidates if doc not in scores]
+    if missing:
+        raise ValueError(f"{reranker} returned no score for query {qid!r}'s candidates "
+                         f"{missing[:3]}: a reranker must score every candidate it is given")
 
 
 def top_candidates(run: Run, depth: int) -> Run:
@@ -145,10 +150,7 @@ def merge_reranked(first: Run, reranked: Run, depth: int) -> Run:
     for qid, scores in first.items():
         head = reranked.get(qid, {})
         ranked = rank_documents(scores)
-        missing = [doc for doc, _ in ranked[:depth] if doc not in head]
-        if missing:
-            raise ValueError(f"the reranker returned no score for query {qid!r}'s candidates "
-                             f"{missing[:3]}: a reranker must score every candidate it is given")
+        require_scored("the reranker", qid, [doc for doc, _ in ranked[:depth]], head)
         out = dict(head)
         floor = min(head.values(), default=0.0)
         tail = ranked[depth:]
